@@ -1,0 +1,107 @@
+"""Every knob of the engine, as small dataclasses, plus where Prunescope keeps its files."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from engine.errors import ConstraintError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def home_dir() -> Path:
+    """Data folder: `$PRUNESCOPE_HOME`, else `data/` in the repository. Created on demand."""
+    path = Path(os.environ.get("PRUNESCOPE_HOME") or REPO_ROOT / "data")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def db_path() -> Path:
+    """The DuckDB results file: `$PRUNESCOPE_DB`, else `prunescope.duckdb` in the data folder."""
+    env = os.environ.get("PRUNESCOPE_DB")
+    return Path(env) if env else home_dir() / "prunescope.duckdb"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str = "resnet20"  # torchvision classification model name, or resnet20/32/56 (CIFAR-style)
+    num_classes: int = 10  # classifier outputs; never pruned
+    image_size: int = 32  # input side in pixels; <= 64 adapts torchvision stems to small images
+    in_channels: int = 3  # input channels; never pruned
+    weights: str = "builtin"  # builtin | pretrained | file | random
+    weights_path: str | None = None  # state dict (.safetensors / .pt) when weights == "file"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str = "synthetic"  # synthetic | cifar10 | fashionmnist | mnist | imagefolder
+    root: str | None = None  # download folder (torchvision sets) or the ImageFolder path
+    calib_size: int = 2000  # training images used to recalibrate BatchNorm statistics
+    val_size: int = 2000  # training images held out to score subnets (search-validation)
+    seed: int = 0  # seeds the splits (and the synthetic images)
+    download: bool = True  # torchvision sets: download when missing (needs internet)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_CONSTRAINT_RE = re.compile(r"^\s*(flops|params)\s*[=<:]?\s*([0-9.eE+-]+)\s*(%?)\s*$", re.I)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    metric: str = "flops"  # "flops" (2 x multiply-accumulates per image) or "params"
+    value: float = 50.0  # percent of the parent when relative, else an absolute count
+    relative: bool = True  # True: value is a percentage of the parent's metric
+
+    def __post_init__(self):
+        if self.metric not in ("flops", "params"):
+            raise ConstraintError(f"Constraint metric must be 'flops' or 'params', not {self.metric!r}.")
+        if not self.value > 0:
+            raise ConstraintError(f"Constraint value must be positive, got {self.value}.")
+        if self.relative and self.value > 100:
+            raise ConstraintError(f"A relative constraint is at most 100%, got {self.value}%.")
+
+    @classmethod
+    def parse(cls, text: str) -> Constraint:
+        """`flops=50%` (half the parent's FLOPs), `params=1.2e6` (absolute), `flops<2e8`."""
+        match = _CONSTRAINT_RE.match(text or "")
+        if not match:
+            raise ConstraintError(
+                f"Cannot read constraint {text!r}: write e.g. 'flops=50%' or 'params=2e6'."
+            )
+        metric, number, percent = match.groups()
+        try:
+            value = float(number)
+        except ValueError as exc:
+            raise ConstraintError(f"Cannot read the number in constraint {text!r}.") from exc
+        return cls(metric=metric.lower(), value=value, relative=bool(percent))
+
+    def limit(self, parent_value: float) -> float:
+        """The absolute limit, given the parent's FLOPs or params."""
+        return parent_value * self.value / 100.0 if self.relative else float(self.value)
+
+    def __str__(self) -> str:
+        return f"{self.metric}={self.value:g}%" if self.relative else f"{self.metric}={self.value:g}"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    num_subnets: int = 60  # unique subnets to evaluate in the run (resume tops up to this)
+    sampler: str = "guided"  # uniform | random | guided
+    seed: int = 0  # seeds the sampler; a resumed run continues the same stream
+    round_to: int = 8  # kept channels are multiples of this (ONNX Runtime runs them faster)
+    importance: str = "l1"  # channel order within a group: l1 | bn_scale | taylor
+    batch_size: int = 256  # images per forward pass during recalibration and evaluation
+    constraint: Constraint = field(default_factory=Constraint)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["constraint"] = str(self.constraint)
+        return data

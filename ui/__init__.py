@@ -1,0 +1,1 @@
+"""Thin Streamlit glue: cached resources, background job registry, shared widgets."""
