@@ -62,7 +62,9 @@ class Constraint:
 
     def __post_init__(self):
         if self.metric not in ("flops", "params"):
-            raise ConstraintError(f"Constraint metric must be 'flops' or 'params', not {self.metric!r}.")
+            raise ConstraintError(
+                f"Constraint metric must be 'flops' or 'params', not {self.metric!r}."
+            )
         if not self.value > 0:
             raise ConstraintError(f"Constraint value must be positive, got {self.value}.")
         if self.relative and self.value > 100:
@@ -88,7 +90,9 @@ class Constraint:
         return parent_value * self.value / 100.0 if self.relative else float(self.value)
 
     def __str__(self) -> str:
-        return f"{self.metric}={self.value:g}%" if self.relative else f"{self.metric}={self.value:g}"
+        return (
+            f"{self.metric}={self.value:g}%" if self.relative else f"{self.metric}={self.value:g}"
+        )
 
 
 @dataclass(frozen=True)
