@@ -1,0 +1,244 @@
+"""The command line: python -m engine search|runs|front|train ...
+
+FLOPs are 2 x multiply-accumulates per image, as torch.utils.flop_counter counts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig, db_path
+from engine.errors import PrunescopeError
+
+FLOPS_NOTE = "FLOPs = 2 x multiply-accumulates per image (torch.utils.flop_counter)."
+
+
+def _model_spec(args) -> ModelSpec:
+    weights = args.weights
+    if weights not in ("builtin", "pretrained", "random"):
+        return ModelSpec(name=args.model, weights="file", weights_path=str(Path(weights).resolve()))
+    return ModelSpec(name=args.model, weights=weights)
+
+
+def _data_spec(args) -> DataSpec:
+    return DataSpec(
+        name=args.dataset,
+        root=args.data_root,
+        calib_size=args.calib_size,
+        val_size=args.val_size,
+        seed=args.data_seed,
+    )
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset",
+        default="synthetic",
+        help="synthetic | cifar10 | fashionmnist | mnist | imagefolder",
+    )
+    p.add_argument("--data-root", help="download folder, or the ImageFolder path")
+    p.add_argument("--calib-size", type=int, default=2000, help="BatchNorm recalibration images")
+    p.add_argument("--val-size", type=int, default=2000, help="search-validation images")
+    p.add_argument("--data-seed", type=int, default=0)
+
+
+def cmd_search(args) -> int:
+    from tqdm import tqdm
+
+    from engine.search import configs_of, resume_parent, search, start_run
+    from engine.store import Store
+
+    cfg = SearchConfig(
+        num_subnets=args.subnets,
+        sampler=args.sampler,
+        seed=args.seed,
+        round_to=args.round_to,
+        importance=args.importance,
+        batch_size=args.batch_size,
+        constraint=Constraint.parse(args.constraint),
+    )
+    bar = tqdm(total=args.subnets, unit="subnet", file=sys.stderr)
+
+    def progress(event: dict) -> None:
+        bar.n = event["done"]
+        acc = event["accuracy"]
+        bar.set_postfix_str(
+            f"last {event['flops'] / 1e6:.1f} MFLOPs acc {acc:.3f}"
+            if acc is not None
+            else f"error: {event['error']}"
+        )
+        bar.refresh()
+
+    with Store(args.db) as store:
+        if args.resume:
+            run = store.run(args.resume)
+            run_id, parent = args.resume, resume_parent(run)
+            cfg = replace(configs_of(run)[2], num_subnets=args.subnets)
+        else:
+            run_id, parent = start_run(store, _model_spec(args), _data_spec(args), cfg)
+        print(
+            f"run {run_id}: {parent.model_spec.name}, parent accuracy {parent.accuracy:.4f}, "
+            f"{parent.cost.parent_flops / 1e6:.2f} MFLOPs; {FLOPS_NOTE}",
+            file=sys.stderr,
+            flush=True,
+        )
+        bar.n = store.count_subnets(run_id)
+        search(store, run_id, parent, cfg, progress=progress, cancel=threading.Event())
+        run = store.run(run_id)
+    bar.close()
+    print(f"run {run_id}: {run['status']}" + (f" ({run['message']})" if run.get("message") else ""))
+    print(run_id)
+    return 0 if run["status"] == "done" else 1
+
+
+def cmd_runs(args) -> int:
+    from engine.store import Store
+
+    with Store(args.db, read_only=True) as store:
+        runs = store.runs()
+    cols = [
+        "run_id",
+        "status",
+        "model",
+        "dataset",
+        "constraint_text",
+        "sampler",
+        "evaluated",
+        "num_subnets",
+        "parent_accuracy",
+        "best_accuracy",
+        "created_at",
+    ]
+    if args.json:
+        print(runs[cols].to_json(orient="records", date_format="iso"))
+    elif runs.empty:
+        print(f"No runs in {args.db}.")
+    else:
+        print(runs[cols].to_string(index=False))
+    return 0
+
+
+def cmd_front(args) -> int:
+    from engine.pareto import knee, pareto_front
+    from engine.store import Store
+
+    with Store(args.db, read_only=True) as store:
+        run = store.run(args.run_id)
+        front = pareto_front(store.subnets(args.run_id), x=args.x)
+    cols = ["subnet_id", "flops", "params", "accuracy", "loss", "sampler", "hash", "encoding"]
+    records = json.loads(front[cols].to_json(orient="records"))
+    if args.json:
+        print(json.dumps(records))
+        return 0
+    best = knee(front, x=args.x)
+    print(
+        f"run {args.run_id}: {run['model']} on {run['dataset']}, parent accuracy "
+        f"{run['parent_accuracy']:.4f}, {run['parent_flops'] / 1e6:.2f} MFLOPs, {run['parent_params']:,} params"
+    )
+    print(FLOPS_NOTE)
+    for r in records:
+        mark = "  <- knee" if best is not None and r["subnet_id"] == best["subnet_id"] else ""
+        print(
+            f"  #{r['subnet_id']:<5} {r['flops'] / 1e6:9.2f} MFLOPs {100 * r['flops'] / run['parent_flops']:6.1f}%"
+            f"  {r['params']:>10,} params  acc {r['accuracy']:.4f}{mark}"
+        )
+    return 0
+
+
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from engine.train import TrainConfig, train_parent
+
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    bar = tqdm(total=args.epochs, unit="epoch", file=sys.stderr)
+
+    def progress(event: dict) -> None:
+        if event["stage"] == "epoch":
+            bar.update(1)
+            bar.set_postfix_str(f"val acc {event['val_accuracy']:.4f} ({event['seconds']:.0f}s)")
+
+    result = train_parent(
+        ModelSpec(name=args.model, weights="random"),
+        _data_spec(args),
+        cfg,
+        args.out,
+        progress=progress,
+    )
+    bar.close()
+    print(
+        f"test accuracy {result['test_accuracy']:.4f} after {args.epochs} epochs in "
+        f"{result['seconds']:.0f}s -> {result['checkpoint']}"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m engine",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    default_db = str(db_path())
+
+    s = sub.add_parser("search", help="sample and evaluate subnets; prints the run id")
+    s.add_argument("--model", default="resnet20")
+    s.add_argument(
+        "--weights", default="builtin", help="builtin | pretrained | random | PATH to a state dict"
+    )
+    _add_data_args(s)
+    s.add_argument("--constraint", default="flops=50%", help="flops=50%%, params=1e6, ...")
+    s.add_argument("--subnets", type=int, default=60)
+    s.add_argument("--sampler", default="guided", choices=["guided", "uniform", "random"])
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--round-to", type=int, default=8)
+    s.add_argument("--importance", default="l1", choices=["l1", "bn_scale", "taylor"])
+    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--resume", metavar="RUN_ID", help="continue this run (its stored settings win)")
+    s.add_argument("--db", default=default_db)
+    s.set_defaults(func=cmd_search)
+
+    r = sub.add_parser("runs", help="list runs")
+    r.add_argument("--db", default=default_db)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_runs)
+
+    f = sub.add_parser("front", help="print a run's Pareto front")
+    f.add_argument("run_id")
+    f.add_argument("--db", default=default_db)
+    f.add_argument("--x", default="flops", choices=["flops", "params"])
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=cmd_front)
+
+    t = sub.add_parser("train", help="train a parent here; writes a self-describing checkpoint")
+    t.add_argument("--model", default="resnet20")
+    _add_data_args(t)
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--lr", type=float, default=0.1)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
+    t.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PrunescopeError as exc:
+        print(f"{exc.title}: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Interrupted; resume with --resume RUN_ID.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

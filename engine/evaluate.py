@@ -1,0 +1,113 @@
+"""Materialize -> BatchNorm recalibration -> accuracy: one flat row per subnet.
+
+Accuracy right after pruning reads far below what the same subnet reaches once its BatchNorm
+statistics are re-estimated on a few thousand training images, so every score here is taken
+after recalibration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from engine.space import encoding_hash, materialize
+
+
+def _batches(x: torch.Tensor, batch_size: int):
+    for start in range(0, len(x), batch_size):
+        yield x[start : start + batch_size]
+
+
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:
+    """Re-estimate every BatchNorm's running mean/variance on `x` (a cumulative average)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model.eval()
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all calibration batches
+    model.train()
+    with torch.no_grad():
+        for batch in _batches(x, batch_size):
+            model(batch)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    return model.eval()
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(batch) for batch in _batches(x, batch_size)])
+
+
+def accuracy_and_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256
+) -> tuple[float, float]:
+    """Top-1 accuracy (0..1) and mean cross-entropy."""
+    logits = predict(model, x, batch_size)
+    loss = nn.functional.cross_entropy(logits, y).item()
+    return (logits.argmax(1) == y).float().mean().item(), loss
+
+
+def per_class_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 256
+) -> list[float]:
+    hits = predict(model, x, batch_size).argmax(1) == y
+    return [
+        hits[y == c].float().mean().item() if (y == c).any() else float("nan")
+        for c in range(num_classes)
+    ]
+
+
+class SubnetEvaluator:
+    """Scores encodings of a parent's space; a failing subnet becomes a row with `error` set."""
+
+    def __init__(self, parent, batch_size: int = 256):
+        self.parent = parent  # engine.parent.Parent
+        self.batch_size = batch_size
+        self.calib_x, _ = parent.splits.tensors("calib")
+        self.val_x, self.val_y = parent.splits.tensors("val")
+
+    def build(self, encoding: Sequence[int]) -> nn.Module:
+        """The recalibrated subnet, exactly as scored."""
+        p = self.parent
+        model = materialize(p.model, p.space, encoding, p.example_input)
+        return recalibrate_batchnorm(model, self.calib_x, self.batch_size)
+
+    def __call__(self, encoding: Sequence[int], sampler: str = "") -> dict:
+        encoding = [int(w) for w in encoding]
+        flops, params = self.parent.cost.cost(encoding)
+        row = {
+            "hash": encoding_hash(encoding),
+            "encoding": encoding,
+            "flops": flops,
+            "params": params,
+            "accuracy": None,
+            "loss": None,
+            "sampler": sampler,
+            "seconds_materialize": None,
+            "seconds_recalibrate": None,
+            "seconds_evaluate": None,
+            "error": None,
+        }
+        try:
+            start = time.perf_counter()
+            p = self.parent
+            model = materialize(p.model, p.space, encoding, p.example_input)
+            row["seconds_materialize"] = time.perf_counter() - start
+            start = time.perf_counter()
+            recalibrate_batchnorm(model, self.calib_x, self.batch_size)
+            row["seconds_recalibrate"] = time.perf_counter() - start
+            start = time.perf_counter()
+            row["accuracy"], row["loss"] = accuracy_and_loss(
+                model, self.val_x, self.val_y, self.batch_size
+            )
+            row["seconds_evaluate"] = time.perf_counter() - start
+        except Exception as exc:  # OOM, a pruning corner case: record it, keep sweeping
+            row["error"] = f"{exc.__class__.__name__}: {exc}"
+        return row

@@ -1,0 +1,190 @@
+"""A search: sample encodings, evaluate them, store every row the moment it is measured.
+
+`run_search` starts a run or resumes one (same run id): the history is read back from the store,
+nothing stored is evaluated again, and the run ends with `num_subnets` unique subnets.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+
+from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
+from engine.errors import ConfigError, ConstraintError
+from engine.evaluate import SubnetEvaluator
+from engine.executors import Executor, InProcessExecutor
+from engine.parent import Parent, load_parent
+from engine.samplers import Evaluated, make_sampler
+from engine.space import encoding_hash
+from engine.store import Store
+
+HEARTBEAT_SECONDS = 5.0
+
+
+def budget_for(parent: Parent, constraint: Constraint) -> float:
+    """The absolute limit; refuses one below the smallest subnet the space can reach."""
+    flops, params = parent.cost.cost(parent.space.minimal())
+    parent_value = (
+        parent.cost.parent_flops if constraint.metric == "flops" else parent.cost.parent_params
+    )
+    smallest = flops if constraint.metric == "flops" else params
+    budget = constraint.limit(parent_value)
+    if budget < smallest:
+        unit = "FLOPs" if constraint.metric == "flops" else "parameters"
+        raise ConstraintError(
+            f"No subnet satisfies {constraint}: the smallest subnet this space reaches has "
+            f"{smallest:,.0f} {unit} ({100 * smallest / parent_value:.1f}% of the parent's "
+            f"{parent_value:,.0f}). Ask for at least that, or lower round_to."
+        )
+    return budget
+
+
+def describe_weights(spec: ModelSpec) -> str:
+    return f"file:{spec.weights_path}" if spec.weights == "file" else spec.weights
+
+
+def start_run(
+    store: Store, model_spec: ModelSpec, data_spec: DataSpec, cfg: SearchConfig
+) -> tuple[str, Parent]:
+    """Prepare the parent, validate the constraint, and record a new run."""
+    parent = load_parent(
+        model_spec,
+        data_spec,
+        round_to=cfg.round_to,
+        importance=cfg.importance,
+        batch_size=cfg.batch_size,
+    )
+    budget = budget_for(parent, cfg.constraint)
+    run_id = store.create_run(
+        model=parent.model_spec.name,
+        weights=describe_weights(parent.model_spec),
+        dataset=data_spec.name,
+        constraint_text=str(cfg.constraint),
+        sampler=cfg.sampler,
+        num_subnets=cfg.num_subnets,
+        parent_accuracy=parent.accuracy,
+        parent_loss=parent.loss,
+        parent_flops=parent.cost.parent_flops,
+        parent_params=parent.cost.parent_params,
+        budget=budget,
+        config={
+            "model": parent.model_spec.to_dict(),
+            "data": data_spec.to_dict(),
+            "search": cfg.to_dict(),
+        },
+        space=parent.space.to_dict(),
+    )
+    return run_id, parent
+
+
+def configs_of(run: dict) -> tuple[ModelSpec, DataSpec, SearchConfig]:
+    """The specs a stored run was started with."""
+    config = run["config"]
+    search = dict(config["search"])
+    search["constraint"] = Constraint.parse(search["constraint"])
+    return ModelSpec(**config["model"]), DataSpec(**config["data"]), SearchConfig(**search)
+
+
+def resume_parent(run: dict) -> Parent:
+    """Rebuild a stored run's parent with the very search space it was searched in."""
+    model_spec, data_spec, cfg = configs_of(run)
+    return load_parent(model_spec, data_spec, space=run["space"], batch_size=cfg.batch_size)
+
+
+def search(
+    store: Store,
+    run_id: str,
+    parent: Parent,
+    cfg: SearchConfig,
+    *,
+    executor: Executor | None = None,
+    progress: Callable[[dict], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> str:
+    """Evaluate until the run holds `cfg.num_subnets` unique subnets; returns the final status."""
+    executor = executor or InProcessExecutor()
+    budget = budget_for(parent, cfg.constraint)
+    metric = cfg.constraint.metric
+    evaluate = SubnetEvaluator(parent, cfg.batch_size)
+    sampler = make_sampler(cfg.sampler, parent.space, parent.cost, metric, budget, cfg.num_subnets)
+    rows = store.subnets(run_id)
+    history = [
+        Evaluated(
+            tuple(r.encoding),
+            float(r.flops if metric == "flops" else r.params),
+            None if r.error or r.accuracy != r.accuracy else float(r.accuracy),
+        )
+        for r in rows.itertuples()
+    ]
+    seen = {encoding_hash(h.encoding) for h in history}
+    store.set_status(run_id, "running")
+    last_beat, status, message = time.monotonic(), "done", None
+    try:
+        while len(history) < cfg.num_subnets:
+            if cancel is not None and cancel.is_set():
+                status, message = "cancelled", "Cancelled by the user."
+                break
+            tasks = []
+            for _ in range(min(executor.slots, cfg.num_subnets - len(history))):
+                rng = np.random.default_rng([cfg.seed, len(history) + len(tasks)])
+                proposal = sampler.propose(
+                    history + [Evaluated(t[0], 0.0, None) for t in tasks], rng
+                )
+                if proposal is None or encoding_hash(proposal[0]) in seen:
+                    break
+                tasks.append(proposal)
+            if not tasks:
+                message = f"The {cfg.sampler} sampler has no new subnets left after {len(history)}."
+                break
+            for row in executor.map(evaluate, tasks):
+                subnet_id = store.add_subnet(run_id, row)
+                seen.add(row["hash"])
+                history.append(Evaluated(tuple(row["encoding"]), row[metric], row["accuracy"]))
+                if progress:
+                    progress(
+                        {
+                            "run_id": run_id,
+                            "done": len(history),
+                            "total": cfg.num_subnets,
+                            "subnet_id": subnet_id,
+                            **row,
+                        }
+                    )
+                if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
+                    store.heartbeat(run_id)
+                    last_beat = time.monotonic()
+    except Exception as exc:
+        store.set_status(run_id, "failed", f"{exc.__class__.__name__}: {exc}")
+        raise
+    store.set_status(run_id, status, message)
+    return status
+
+
+def run_search(
+    store: Store,
+    model_spec: ModelSpec | None = None,
+    data_spec: DataSpec | None = None,
+    cfg: SearchConfig | None = None,
+    *,
+    resume: str | None = None,
+    num_subnets: int | None = None,
+    **kwargs,
+) -> str:
+    """Start a new run (specs given) or resume `resume`; returns the run id."""
+    if resume:
+        run = store.run(resume)
+        parent = resume_parent(run)
+        cfg = configs_of(run)[2]
+        if num_subnets:
+            cfg = replace(cfg, num_subnets=num_subnets)
+        run_id = resume
+    else:
+        if model_spec is None or data_spec is None or cfg is None:
+            raise ConfigError("A new search needs a model, a dataset and a search configuration.")
+        run_id, parent = start_run(store, model_spec, data_spec, cfg)
+    search(store, run_id, parent, cfg, **kwargs)
+    return run_id

@@ -1,0 +1,175 @@
+"""Training loops: the parent trained here, and (later) subnet fine-tuning with distillation.
+
+Progress goes to a callback as plain dicts and a `threading.Event` cancels between batches, so
+the same loop serves the CLI's progress bar and the dashboard's background worker.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engine.config import DataSpec, ModelSpec
+from engine.data import Splits, load_dataset
+from engine.evaluate import accuracy_and_loss
+from engine.models import create_model, save_checkpoint
+
+Progress = Callable[[dict], None]
+
+
+class Cancelled(Exception):
+    """Raised inside a training loop when its cancel event is set."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30  # passes over the training split
+    lr: float = 0.1  # peak learning rate (one-cycle schedule for SGD, cosine for AdamW)
+    optimizer: str = "sgd"  # sgd (momentum 0.9, nesterov) | adamw
+    weight_decay: float = 5e-4  # L2 on weights; also what makes magnitude ranking meaningful
+    batch_size: int = 128  # images per step
+    label_smoothing: float = 0.0  # softens targets; 0 keeps plain cross-entropy
+    augment: bool = True  # random crop with padding + horizontal flip where labels allow it
+    seed: int = 0  # shuffling and initialization
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, steps: int):
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))
+        )
+    else:
+        opt = torch.optim.SGD(
+            model.parameters(),
+            lr=cfg.lr,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=cfg.weight_decay,
+        )
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15
+        )
+    return opt, sched
+
+
+def train_epoch(
+    model: nn.Module,
+    splits: Splits,
+    cfg: TrainConfig,
+    opt,
+    sched,
+    epoch: int,
+    *,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> dict:
+    """One epoch over the fit split. `loss_fn(logits, y, x)` overrides cross-entropy."""
+    model.train()
+    batches = math.ceil(len(splits.fit_idx) / cfg.batch_size)
+    seen = correct = 0
+    total_loss = 0.0
+    for i, (x, y) in enumerate(
+        splits.batches(
+            "fit", cfg.batch_size, augment=cfg.augment, shuffle=True, seed=cfg.seed * 1000 + epoch
+        )
+    ):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled by the user")
+        logits = model(x)
+        loss = (
+            loss_fn(logits, y, x)
+            if loss_fn
+            else nn.functional.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        seen += len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        total_loss += loss.item() * len(y)
+        if progress:
+            progress(
+                {
+                    "stage": "train",
+                    "epoch": epoch + 1,
+                    "epochs": cfg.epochs,
+                    "batch": i + 1,
+                    "batches": batches,
+                    "loss": total_loss / seen,
+                    "accuracy": correct / seen,
+                }
+            )
+    return {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
+
+
+def train_parent(
+    model_spec: ModelSpec,
+    data_spec: DataSpec,
+    cfg: TrainConfig,
+    checkpoint: str | Path,
+    *,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> dict:
+    """Train `model_spec` from scratch on `data_spec`; the checkpoint is rewritten every epoch.
+
+    The checkpoint is a .safetensors file whose metadata holds the model and data specs, the
+    recipe and the accuracies, so `ModelSpec(weights="file", weights_path=checkpoint)` rebuilds it.
+    """
+    torch.manual_seed(cfg.seed)
+    splits = load_dataset(data_spec)
+    spec = ModelSpec(
+        **{
+            **model_spec.to_dict(),
+            "weights": "random",
+            "weights_path": None,
+            "num_classes": splits.num_classes,
+            "image_size": splits.image_size,
+        }
+    )
+    model = create_model(spec)
+    steps = cfg.epochs * math.ceil(len(splits.fit_idx) / cfg.batch_size)
+    opt, sched = make_optimizer(model, cfg, steps)
+    val_x, val_y = splits.tensors("val")
+    test_x, test_y = splits.tensors("test")
+    start, history = time.perf_counter(), []
+    for epoch in range(cfg.epochs):
+        stats = train_epoch(model, splits, cfg, opt, sched, epoch, progress=progress, cancel=cancel)
+        stats["val_accuracy"], stats["val_loss"] = accuracy_and_loss(model, val_x, val_y)
+        stats["epoch"], stats["seconds"] = epoch + 1, time.perf_counter() - start
+        history.append(stats)
+        test_accuracy = (
+            accuracy_and_loss(model, test_x, test_y)[0] if epoch + 1 == cfg.epochs else None
+        )
+        meta = {
+            "model": {**spec.to_dict(), "weights": "file"},
+            "data": data_spec.to_dict(),
+            "train": cfg.to_dict(),
+            "epochs_done": epoch + 1,
+            "val_accuracy": stats["val_accuracy"],
+            "test_accuracy": test_accuracy,
+            "seconds": stats["seconds"],
+        }
+        save_checkpoint(model, checkpoint, meta)
+        if progress:
+            progress({"stage": "epoch", **stats, "epochs": cfg.epochs})
+    return {
+        "model": model.eval(),
+        "history": history,
+        "test_accuracy": test_accuracy,
+        "seconds": time.perf_counter() - start,
+        "checkpoint": str(checkpoint),
+    }
