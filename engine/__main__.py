@@ -87,10 +87,12 @@ def cmd_search(args) -> int:
             file=sys.stderr,
             flush=True,
         )
-        bar.n = store.count_subnets(run_id)
+        already = bar.n = store.count_subnets(run_id)
         search(store, run_id, parent, cfg, progress=progress, cancel=threading.Event())
         run = store.run(run_id)
+        evaluated = store.count_subnets(run_id) - already
     bar.close()
+    print(f"evaluated {evaluated} new subnets")
     print(f"run {run_id}: {run['status']}" + (f" ({run['message']})" if run.get("message") else ""))
     print(run_id)
     return 0 if run["status"] == "done" else 1

@@ -33,6 +33,7 @@ class ModelSpec:
     in_channels: int = 3  # input channels; never pruned
     weights: str = "builtin"  # builtin | pretrained | file | random
     weights_path: str | None = None  # state dict (.safetensors / .pt) when weights == "file"
+    init_seed: int = 0  # seeds initialization, so weights == "random" rebuilds identically
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,6 +47,10 @@ class DataSpec:
     val_size: int = 2000  # training images held out to score subnets (search-validation)
     seed: int = 0  # seeds the splits (and the synthetic images)
     download: bool = True  # torchvision sets: download when missing (needs internet)
+    image_size: int = 32  # side of the square images delivered; every set is resized to it
+    train_size: int | None = None  # at most this many training images (seeded subset); None: all
+    test_size: int | None = None  # at most this many test images (fixed subset); None: all
+    flip: bool | None = None  # flip augmentation; None: the dataset's default (off for digits)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -90,7 +90,9 @@ def create_model(spec: ModelSpec) -> nn.Module:
 
     >>> create_model(ModelSpec(name="mobilenet_v2", num_classes=10, weights="random"))
     """
-    model = build_architecture(spec.name, spec.num_classes, spec.image_size, spec.weights)
+    with torch.random.fork_rng():
+        torch.manual_seed(spec.init_seed)
+        model = build_architecture(spec.name, spec.num_classes, spec.image_size, spec.weights)
     if spec.weights == "file":
         if not spec.weights_path:
             raise ConfigError("Weights 'file' needs a path to a .safetensors or .pt state dict.")
