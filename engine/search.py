@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 
 from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
 from engine.errors import ConfigError, ConstraintError
@@ -116,7 +117,7 @@ def search(
         Evaluated(
             tuple(r.encoding),
             float(r.flops if metric == "flops" else r.params),
-            None if r.error or r.accuracy != r.accuracy else float(r.accuracy),
+            None if isinstance(r.error, str) or pd.isna(r.accuracy) else float(r.accuracy),
         )
         for r in rows.itertuples()
     ]
