@@ -185,6 +185,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
+            if "Unsupported global" not in str(exc):  # garbage or a foreign pickle, not a payload
+                raise WeightsError(
+                    f"{path.name} is not a readable PyTorch file of tensors; Prunescope loads "
+                    "weights only and never runs code from a file."
+                ) from exc
             raise WeightsError(
                 f"Refused {path.name}: loading it would run code stored in the file (a pickled "
                 "object, not a plain state dict), and Prunescope never does that. Save the "
