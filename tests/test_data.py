@@ -136,3 +136,25 @@ def test_torchvision_sets_fail_cleanly_when_missing(tmp_path, name):
 def test_unknown_dataset():
     with pytest.raises(DataError, match="Unknown dataset"):
         load_dataset(DataSpec(name="imagenet22k"))
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_torchvision_sets_become_3x32x32(monkeypatch, tmp_path, name):
+    from torchvision import datasets
+
+    class Fake:  # stands in for the downloaded torchvision dataset
+        classes = [f"c{i}" for i in range(10)]
+
+        def __init__(self, root, train, download):
+            n = 30 if train else 10
+            shape = (n, 28, 28) if name == "mnist" else (n, 32, 32, 3)
+            self.data = torch.full(shape, 7, dtype=torch.uint8)
+            self.data = self.data if name == "mnist" else self.data.numpy()
+            self.targets = [i % 10 for i in range(n)]
+
+    monkeypatch.setattr(datasets, data.TORCHVISION_SETS[name][0], Fake)
+    splits = load_dataset(DataSpec(name=name, root=str(tmp_path), val_size=5, calib_size=5))
+    assert splits.train_x.shape == (30, 3, 32, 32) and splits.test_x.shape == (10, 3, 32, 32)
+    assert splits.flip == (name != "mnist") and splits.num_classes == 10
+    if name == "mnist":  # zero padding of 2 px around the 28 x 28 digit
+        assert splits.train_x[:, :, :2].max() == 0 and splits.train_x[:, :, 2:30, 2:30].min() == 7
