@@ -4,7 +4,12 @@ import streamlit as st
 
 from ui.nav import PAGES
 
+# st.navigation first: until it runs, Streamlit treats pages/ as its old multipage folder.
+pages = [st.Page(p.path, title=p.title, icon=p.icon, default=i == 0) for i, p in enumerate(PAGES)]
+current = st.navigation(pages)
 st.set_page_config(page_title="Prunescope", page_icon=":material/content_cut:", layout="wide")
 
-pages = [st.Page(p.path, title=p.title, icon=p.icon, default=i == 0) for i, p in enumerate(PAGES)]
-st.navigation(pages).run()
+from ui.widgets import remember  # noqa: E402 - imports torch: after navigation is settled
+
+remember("search_")  # the Search form keeps its settings while other pages are shown
+current.run()

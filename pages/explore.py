@@ -1,0 +1,127 @@
+"""Explore: one run's accuracy-vs-cost front, a budget slider, and a subnet's widths."""
+
+import math
+
+import streamlit as st
+
+from engine.pareto import best_under_budget, knee, pareto_front
+from ui import resources
+from ui.charts import clicked_subnet, front_figure, valid_rows, widths_figure
+from ui.format import FLOPS_NOTE, METRIC_LABELS, constraint_metric, pct, si
+from ui.nav import through_app
+from ui.widgets import axis_controls, run_picker
+
+through_app()
+
+st.title("Explore")
+run_id = run_picker()
+run = resources.run(run_id) if run_id else None
+if run is None:
+    st.info("No runs yet: start a search first.")
+    st.page_link("pages/search.py", label="Search", icon=":material/travel_explore:")
+    st.stop()
+valid = valid_rows(resources.subnets(run_id))
+if run["status"] == "running":
+    st.caption(
+        f"This run is still searching ({run['evaluated']} of {run['num_subnets']}); "
+        "rerun the page to see new subnets."
+    )
+if valid.empty:
+    st.info("This run has no evaluated subnets yet.")
+    st.stop()
+
+x, relative = axis_controls("explore")
+parent_x = float(run[f"parent_{x}"])
+lowest = min(100, math.ceil(100 * float(valid[x].min()) / parent_x))
+default = round(100 * run["budget"] / parent_x) if constraint_metric(run) == x else 50
+budget_pct = st.slider(
+    "FLOP budget" if x == "flops" else "Parameter budget",
+    min(max(1, lowest), 99),
+    100,
+    value=max(lowest, min(default, 100)),
+    step=1,
+    format="%d%%",
+    key=f"explore_budget_{run_id}_{x}",
+    help="In % of the parent; the page shows the most accurate subnet that fits.",
+)
+budget = budget_pct / 100 * parent_x
+best = best_under_budget(valid, budget, x=x)
+front = pareto_front(valid, x=x)
+knee_row = knee(front, x=x)
+
+if best is None:
+    st.warning(f"No evaluated subnet fits under {budget_pct}% of the parent's {METRIC_LABELS[x]}.")
+else:
+    acc_lost = float(run["parent_accuracy"]) - float(best["accuracy"])
+    flops_saved = 1 - float(best["flops"]) / float(run["parent_flops"])
+    params_saved = 1 - float(best["params"]) / float(run["parent_params"])
+    cols = st.columns(4)
+    cols[0].metric("Best under budget", f"Subnet {int(best['subnet_id'])}")
+    cols[1].metric(
+        "Accuracy lost",
+        f"{100 * acc_lost:.2f} pp",
+        help=f"{pct(best['accuracy'], 2)} against the parent's "
+        f"{pct(run['parent_accuracy'], 2)} on search-validation",
+    )
+    cols[2].metric("FLOPs saved", pct(flops_saved), help=FLOPS_NOTE)
+    cols[3].metric("Params saved", pct(params_saved))
+    st.markdown(
+        f"| | Parent | Subnet {int(best['subnet_id'])} | Change |\n|---|---:|---:|---|\n"
+        f"| Accuracy | {pct(run['parent_accuracy'], 2)} | {pct(best['accuracy'], 2)} "
+        f"| {abs(100 * acc_lost):.2f} pp {'lost' if acc_lost >= 0 else 'gained'} |\n"
+        f"| FLOPs | {si(run['parent_flops'])} | {si(best['flops'])} | {pct(flops_saved)} saved |\n"
+        f"| Params | {si(run['parent_params'])} | {si(best['params'])} "
+        f"| {pct(params_saved)} saved |"
+    )
+
+# A click on the chart picks a subnet: read before the picker below is drawn.
+pick_key = f"explore_pick_{run_id}"
+clicked = clicked_subnet(st.session_state.get("explore_chart"))
+if clicked is not None and clicked != st.session_state.get("_explore_clicked"):
+    st.session_state["_explore_clicked"] = st.session_state[pick_key] = clicked
+marks = {} if best is None else {"Best under budget": best}
+choices = ["best", *front["subnet_id"].astype(int).tolist()]
+extra = st.session_state.get("_explore_clicked")
+if extra is not None and extra not in choices and (valid["subnet_id"] == extra).any():
+    choices.append(extra)
+if st.session_state.get(pick_key) not in choices:
+    st.session_state[pick_key] = "best"
+picked = st.session_state[pick_key]
+if picked != "best":
+    marks["Selected"] = valid[valid["subnet_id"] == picked].iloc[0]
+
+figure = front_figure(valid, run, x=x, relative=relative, budget=budget, marks=marks)
+st.plotly_chart(figure, key="explore_chart", on_select="rerun", selection_mode="points")
+notes = [FLOPS_NOTE, f"{len(valid)} subnets, {len(front)} on the front."]
+if knee_row is not None:
+    notes.append(
+        f"Knee: subnet {int(knee_row['subnet_id'])} "
+        f"({pct(knee_row['accuracy'])} at {pct(knee_row[x] / parent_x)} of the parent)."
+    )
+st.caption(" ".join(notes))
+
+st.subheader("Widths of a subnet")
+row = best if picked == "best" else marks["Selected"]
+names = {
+    int(r.subnet_id): f"Subnet {int(r.subnet_id)} · {pct(r.accuracy)} · "
+    f"{pct(getattr(r, x) / parent_x)} of the parent's {METRIC_LABELS[x]}"
+    for r in front.itertuples()
+}
+names["best"] = "Best under budget"  # a fixed label: the subnet behind it moves with the slider
+st.selectbox(
+    "Subnet",
+    choices,
+    key=pick_key,
+    help="Or click a point on the chart.",
+    format_func=lambda c: names.get(c) or f"Subnet {c}",
+)
+if row is not None:
+    groups = run["space"]["groups"]
+    st.plotly_chart(
+        widths_figure(
+            [g["name"] for g in groups],
+            [g["size"] for g in groups],
+            {f"Subnet {int(row['subnet_id'])}": list(row["encoding"])},
+        ),
+        key="explore_widths",
+    )

@@ -1,0 +1,204 @@
+"""Search: model, weights, dataset and constraint in; a background search with live progress out."""
+
+import streamlit as st
+
+from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
+from engine.errors import PrunescopeError
+from engine.models import available_models, builtin_weights_path
+from engine.train import TrainConfig
+from ui import jobs, resources, weights
+from ui.format import FLOPS_NOTE, METRIC_LABELS
+from ui.nav import through_app
+from ui.progress import job_panel
+from ui.widgets import remember
+
+through_app()
+
+WEIGHTS = {
+    "builtin": "Built-in (trained on the built-in synthetic set)",
+    "pretrained": "Pretrained (torchvision's ImageNet weights; downloads once)",
+    "file": "Upload a state dict (.safetensors or .pt)",
+    "train": "Train here on the dataset",
+    "random": "Random initialization (a quick look; accuracy near chance)",
+}
+DATASETS = {
+    "synthetic": "Built-in synthetic shapes (offline, 10 classes)",
+    "cifar10": "CIFAR-10",
+    "fashionmnist": "Fashion-MNIST",
+    "mnist": "MNIST",
+    "imagefolder": "ImageFolder (a folder of class sub-folders)",
+}
+SAMPLERS = {
+    "guided": "Guided: a uniform sweep, then evolution of the front near the budget",
+    "uniform": "Uniform: every group at the same fraction of its width",
+    "random": "Random: random widths within the budget",
+}
+DEFAULTS = {
+    "search_weights": "builtin" if builtin_weights_path(ModelSpec()).exists() else "random",
+    "search_dataset": "synthetic",
+    "search_metric": "flops",
+    "search_mode": "relative",
+    "search_limit": "50",
+    "search_subnets": 60,
+    "search_sampler": "guided",
+    "search_epochs": 10,
+    "search_round_to": 8,
+    "search_importance": "l1",
+    "search_calib": 2000,
+    "search_val": 2000,
+    "search_seed": 0,
+    "search_batch": 256,
+}
+
+
+@st.cache_data(show_spinner=False)
+def model_names() -> list[str]:
+    return available_models()
+
+
+remember("search_", DEFAULTS)
+registry = jobs.registry()
+store = resources.store()
+st.title("Search")
+settings, live = st.columns([2, 3], gap="large")
+problems: list[tuple[str, str]] = []  # (title, message): shown, and Start stays disabled
+
+with settings:
+    model = st.selectbox(
+        "Model",
+        model_names(),
+        key="search_model",
+        help="CIFAR-style ResNets first, then every torchvision classifier.",
+    )
+    dataset = st.selectbox(
+        "Dataset", list(DATASETS), format_func=DATASETS.get, key="search_dataset"
+    )
+    root = None
+    if dataset == "imagefolder":
+        root = st.text_input(
+            "ImageFolder path",
+            key="search_root",
+            placeholder="/data/my-images  (class sub-folders, or train/ + test/)",
+        )
+        if not root:
+            problems.append(("Dataset", "Enter the path of a folder of class sub-folders."))
+    elif dataset != "synthetic":
+        st.caption("Downloaded by torchvision on first use (needs internet once).")
+    source = st.radio("Weights", list(WEIGHTS), format_func=WEIGHTS.get, key="search_weights")
+    spec = ModelSpec(name=model, weights=source)
+    if source == "builtin" and not builtin_weights_path(spec).exists():
+        problems.append(
+            (
+                "No built-in weights",
+                f"There are no built-in weights for {model} yet. "
+                "Choose pretrained, upload a state dict, train here, or random.",
+            )
+        )
+    elif source == "file":
+        upload = st.file_uploader("State dict", type=weights.UPLOAD_TYPES, key="upload_weights")
+        if upload is None:
+            problems.append(("Weights", "Upload a .safetensors or .pt state dict."))
+        else:
+            path = weights.saved_upload(upload)
+            if bad := weights.check_fit(model, str(path), weights.dataset_classes(dataset, root)):
+                problems.append(bad)
+            else:
+                st.success(f"{upload.name} fits {model}.")
+                spec = ModelSpec(name=model, weights="file", weights_path=str(path))
+    elif source == "train":
+        st.number_input(
+            "Training epochs",
+            1,
+            500,
+            key="search_epochs",
+            help="The parent is trained first, then searched; a finished parent "
+            "with the same recipe is reused.",
+        )
+
+    metric_col, mode_col, limit_col = st.columns(3)
+    metric = metric_col.radio(
+        "Constraint", list(METRIC_LABELS), format_func=METRIC_LABELS.get, key="search_metric"
+    )
+    mode = mode_col.radio(
+        "Limit as",
+        ["relative", "absolute"],
+        key="search_mode",
+        format_func={"relative": "% of parent", "absolute": "absolute"}.get,
+    )
+    limit = limit_col.text_input(
+        "Limit",
+        key="search_limit",
+        help="50 with '% of parent' keeps at most half the parent's "
+        "FLOPs; absolute takes a count such as 2e7.",
+    )
+    try:
+        suffix = "%" if mode == "relative" else ""
+        constraint = Constraint.parse(f"{metric}={limit.strip().rstrip('%')}{suffix}")
+    except PrunescopeError as exc:
+        problems.append((exc.title, exc.message))
+    st.number_input("Subnets to evaluate", 2, 100_000, step=10, key="search_subnets")
+    st.selectbox("Sampler", list(SAMPLERS), format_func=SAMPLERS.get, key="search_sampler")
+    with st.expander("Advanced"):
+        st.number_input(
+            "Round widths to",
+            1,
+            256,
+            key="search_round_to",
+            help="Kept channels are multiples of this (faster on real hardware).",
+        )
+        st.selectbox("Channel importance", ["l1", "bn_scale", "taylor"], key="search_importance")
+        st.number_input(
+            "Calibration size",
+            1,
+            1_000_000,
+            step=256,
+            key="search_calib",
+            help="Training images used to recalibrate BatchNorm in every subnet.",
+        )
+        st.number_input(
+            "Validation size",
+            1,
+            1_000_000,
+            step=256,
+            key="search_val",
+            help="Held-out training images that score every subnet.",
+        )
+        st.number_input("Seed", 0, 2**31 - 1, key="search_seed")
+        st.number_input("Batch size", 1, 4096, key="search_batch")
+    st.caption(FLOPS_NOTE)
+
+    for title, message in problems:
+        st.error(f"**{title}** — {message}")
+    busy = registry.active()
+    if busy:
+        st.caption("A search is running; start another when it ends or after cancelling it.")
+    if st.button("Start search", type="primary", disabled=bool(problems or busy)):
+        ss = st.session_state
+        data_spec = DataSpec(
+            name=dataset,
+            root=root,
+            calib_size=int(ss.search_calib),
+            val_size=int(ss.search_val),
+            seed=int(ss.search_seed),
+        )
+        cfg = SearchConfig(
+            num_subnets=int(ss.search_subnets),
+            sampler=ss.search_sampler,
+            seed=int(ss.search_seed),
+            round_to=int(ss.search_round_to),
+            importance=ss.search_importance,
+            batch_size=int(ss.search_batch),
+            constraint=constraint,
+        )
+        train = TrainConfig(epochs=int(ss.search_epochs)) if source == "train" else None
+        try:
+            job = registry.start_search(store, spec, data_spec, cfg, train)
+        except PrunescopeError as exc:
+            st.error(f"**{exc.title}** — {exc.message}")
+        else:
+            ss["job_id"] = job.job_id
+            st.rerun()
+
+
+with live:
+    job_panel()

@@ -1,0 +1,289 @@
+"""Plotly figures: the accuracy-vs-cost front, per-group widths, per-class accuracy, overlays.
+
+Pure functions of frames and run dicts (no Streamlit), so a page can draw them and a test can
+inspect them. Accuracy is a fraction shown as a percentage; x is FLOPs or params, absolute or
+as a percentage of the parent's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from engine.pareto import knee, pareto_front
+from ui.format import METRIC_LABELS
+
+SAMPLER_COLORS = {"uniform": "#4C78A8", "random": "#F58518", "guided": "#54A24B"}
+PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#9D755D"]
+PARENT_COLOR = "#222222"
+KNEE_COLOR = "#E45756"
+MARK_COLORS = ["#7B2CBF", "#17BECF", "#8C564B"]  # rings around marked subnets
+WEBGL_ABOVE = 3000  # points; beyond this the scatter is drawn with WebGL
+
+_HOVER = (
+    "<b>Subnet %{customdata[0]}</b><br>accuracy %{y:.2%}<br>"
+    "FLOPs %{customdata[1]:.4s} (%{customdata[3]:.1f}% of parent)<br>"
+    "params %{customdata[2]:.4s} (%{customdata[4]:.1f}% of parent)<extra>%{fullData.name}</extra>"
+)
+
+
+def valid_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows with an accuracy and no evaluation error."""
+    if df.empty:
+        return df
+    return df[df["error"].isna() & df["accuracy"].notna()]
+
+
+def _scale(run: dict, x: str, relative: bool) -> float:
+    return 100.0 / float(run[f"parent_{x}"]) if relative else 1.0
+
+
+def _custom(df: pd.DataFrame, run: dict) -> np.ndarray:
+    return np.column_stack(
+        [
+            df["subnet_id"].to_numpy(),
+            df["flops"].to_numpy(dtype=float),
+            df["params"].to_numpy(dtype=float),
+            100.0 * df["flops"].to_numpy(dtype=float) / float(run["parent_flops"]),
+            100.0 * df["params"].to_numpy(dtype=float) / float(run["parent_params"]),
+        ]
+    )
+
+
+def clicked_subnet(state) -> int | None:
+    """The subnet id of the point clicked in a front chart (its selection state), if any.
+
+    Points carry [subnet_id, flops, params, ...] as customdata, which the browser sends back as
+    a list or as a dict keyed "0", "1", ...; the parent marker has none.
+    """
+    points = ((state or {}).get("selection") or {}).get("points") or []
+    for point in points:
+        data = point.get("customdata")
+        first = data[0] if isinstance(data, list) and data else (data or {}).get("0")
+        if first is not None:
+            return int(first)
+    return None
+
+
+def _x_title(x: str, relative: bool) -> str:
+    return f"{METRIC_LABELS[x]} (% of parent)" if relative else f"{METRIC_LABELS[x]} per image"
+
+
+def front_figure(
+    df: pd.DataFrame,
+    run: dict,
+    *,
+    x: str = "flops",
+    relative: bool = False,
+    budget: float | None = None,
+    marks: dict[str, pd.Series | dict] | None = None,
+    height: int = 460,
+) -> go.Figure:
+    """Every valid subnet coloured by sampler, the front as a step line, the parent, the knee;
+    `budget` (absolute, in x's unit) shades the region over it; `marks` ring subnets by name."""
+    scale = _scale(run, x, relative)
+    valid = valid_rows(df)
+    fig = go.Figure()
+    scatter = go.Scattergl if len(valid) > WEBGL_ABOVE else go.Scatter
+    for sampler, part in valid.groupby("sampler", sort=True, dropna=False):
+        fig.add_trace(
+            scatter(
+                x=part[x].to_numpy(dtype=float) * scale,
+                y=part["accuracy"].to_numpy(dtype=float),
+                mode="markers",
+                name=str(sampler or "subnets"),
+                marker={"size": 7, "opacity": 0.55, "color": SAMPLER_COLORS.get(sampler)},
+                unselected={"marker": {"opacity": 0.55}},  # a click picks, it does not dim
+                customdata=_custom(part, run),
+                hovertemplate=_HOVER,
+            )
+        )
+    front = pareto_front(valid, x=x) if len(valid) else valid
+    if len(front):
+        fig.add_trace(
+            go.Scatter(
+                x=front[x].to_numpy(dtype=float) * scale,
+                y=front["accuracy"].to_numpy(dtype=float),
+                mode="lines+markers",
+                line={"shape": "hv", "color": "#333333", "width": 1.5},
+                marker={"size": 5, "color": "#333333"},
+                name="Pareto front",
+                customdata=_custom(front, run),
+                hovertemplate=_HOVER,
+            )
+        )
+        best = knee(front, x=x)
+        if best is not None:
+            _marker(fig, best, run, x, scale, "Knee", KNEE_COLOR, "diamond", 14)
+    fig.add_trace(
+        go.Scatter(
+            x=[float(run[f"parent_{x}"]) * scale],
+            y=[float(run["parent_accuracy"])],
+            mode="markers",
+            name="Parent",
+            marker={"symbol": "star", "size": 16, "color": PARENT_COLOR},
+            hovertemplate="<b>Parent</b><br>accuracy %{y:.2%}<br>"
+            + METRIC_LABELS[x]
+            + " %{x:.4s}<extra></extra>",
+        )
+    )
+    for i, (name, row) in enumerate((marks or {}).items()):
+        color = MARK_COLORS[i % len(MARK_COLORS)]
+        _marker(fig, row, run, x, scale, name, color, "circle-open", 20 + 6 * i)
+    if budget is not None:
+        right = max(float(run[f"parent_{x}"]), float(valid[x].max()) if len(valid) else 0.0)
+        fig.add_vrect(
+            x0=budget * scale,
+            x1=right * scale * 1.04,
+            fillcolor="#888888",
+            opacity=0.15,
+            line_width=0,
+            annotation_text="over budget",
+            annotation_position="top right",
+        )
+        fig.add_vline(x=budget * scale, line_dash="dash", line_color="#666666", line_width=1)
+    span = float(valid["accuracy"].max() - valid["accuracy"].min()) if len(valid) else 1.0
+    fig.update_layout(
+        height=height,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        xaxis_title=_x_title(x, relative),
+        yaxis_title="accuracy (search-validation)",
+        yaxis_tickformat=".0%" if span > 0.1 else ".1%",  # whole percents repeat on a narrow range
+        xaxis_tickformat=".0f" if relative else "~s",
+        clickmode="event+select",
+        dragmode="pan",
+    )
+    return fig
+
+
+def _marker(fig, row, run, x, scale, name, color, symbol, size) -> None:
+    frame = pd.DataFrame([dict(row)])
+    fig.add_trace(
+        go.Scatter(
+            x=[float(row[x]) * scale],
+            y=[float(row["accuracy"])],
+            mode="markers",
+            name=name,
+            marker={
+                "symbol": symbol,
+                "size": size,
+                "color": color,
+                "line": {"width": 2, "color": color},
+            },
+            customdata=_custom(frame, run),
+            hovertemplate=_HOVER,
+        )
+    )
+
+
+def widths_figure(
+    names: list[str], parent_widths: list[int], subnets: dict[str, list[int]], height: int = 360
+) -> go.Figure:
+    """Kept channels per group: the parent's full widths next to each subnet's, as grouped bars."""
+    fig = go.Figure()
+    full = np.asarray(parent_widths, dtype=float)
+    fig.add_trace(
+        go.Bar(
+            x=names,
+            y=parent_widths,
+            name="Parent",
+            marker_color="#BBBBBB",
+            hovertemplate="%{x}: %{y} channels<extra>Parent</extra>",
+        )
+    )
+    for i, (label, widths) in enumerate(subnets.items()):
+        kept = 100.0 * np.asarray(widths, dtype=float) / full
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=widths,
+                name=label,
+                marker_color=PALETTE[i % len(PALETTE)],
+                customdata=kept,
+                hovertemplate="%{x}: %{y} channels (%{customdata:.0f}% kept)<extra>"
+                + label
+                + "</extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        height=height,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        yaxis_title="channels kept",
+        xaxis_tickangle=-45,
+    )
+    return fig
+
+
+def per_class_figure(class_names: list[str], series: dict[str, list[float]]) -> go.Figure:
+    """Accuracy per class, one bar group per class and one bar per model."""
+    fig = go.Figure()
+    for i, (label, values) in enumerate(series.items()):
+        color = "#BBBBBB" if label == "Parent" else PALETTE[(i - 1) % len(PALETTE)]
+        fig.add_trace(
+            go.Bar(
+                x=class_names,
+                y=values,
+                name=label,
+                marker_color=color,
+                hovertemplate="%{x}: %{y:.1%}<extra>" + label + "</extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        height=360,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        yaxis_title="accuracy (search-validation)",
+        yaxis_tickformat=".0%",
+    )
+    return fig
+
+
+def overlay_figure(
+    runs: list[tuple[str, dict, pd.DataFrame]], *, x: str = "flops", relative: bool = True
+) -> go.Figure:
+    """The Pareto fronts of several runs on one chart, each with its parent."""
+    fig = go.Figure()
+    for i, (label, run, df) in enumerate(runs):
+        color = PALETTE[i % len(PALETTE)]
+        scale = _scale(run, x, relative)
+        valid = valid_rows(df)
+        front = pareto_front(valid, x=x) if len(valid) else valid
+        fig.add_trace(
+            go.Scatter(
+                x=front[x].to_numpy(dtype=float) * scale if len(front) else [],
+                y=front["accuracy"].to_numpy(dtype=float) if len(front) else [],
+                mode="lines+markers",
+                line={"shape": "hv", "color": color},
+                name=label,
+                legendgroup=label,
+                customdata=_custom(front, run) if len(front) else None,
+                hovertemplate=_HOVER,
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[float(run[f"parent_{x}"]) * scale],
+                y=[float(run["parent_accuracy"])],
+                mode="markers",
+                marker={"symbol": "star", "size": 14, "color": color},
+                name=f"{label} parent",
+                legendgroup=label,
+                showlegend=False,
+                hovertemplate="<b>Parent</b><br>accuracy %{y:.2%}<extra>" + label + "</extra>",
+            )
+        )
+    fig.update_layout(
+        height=460,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        xaxis_title=_x_title(x, relative),
+        yaxis_title="accuracy (search-validation)",
+        yaxis_tickformat=".0%",
+        xaxis_tickformat=".0f" if relative else "~s",
+    )
+    return fig
