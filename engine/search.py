@@ -108,8 +108,12 @@ def search(
 ) -> str:
     """Evaluate until the run holds `cfg.num_subnets` unique subnets; returns the final status."""
     executor = executor or InProcessExecutor()
-    budget = budget_for(parent, cfg.constraint)
     metric = cfg.constraint.metric
+    try:
+        budget = budget_for(parent, cfg.constraint)
+    except Exception as exc:
+        store.set_status(run_id, "failed", f"{exc.__class__.__name__}: {exc}")
+        raise
     evaluate = SubnetEvaluator(parent, cfg.batch_size)
     sampler = make_sampler(cfg.sampler, parent.space, parent.cost, metric, budget, cfg.num_subnets)
     rows = store.subnets(run_id)

@@ -3,7 +3,9 @@
 import streamlit as st
 
 from engine.config import db_path
-from ui.nav import PAGES
+from ui.nav import PAGES, through_app
+
+through_app()
 
 st.title("Prunescope")
 st.markdown(
