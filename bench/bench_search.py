@@ -1,6 +1,7 @@
 """Cost and quality of Prunescope's search on ResNet-20 (issue 3).
 
     .venv/bin/python -m bench.bench_search --data-root ../shared/datasets/cifar10 --epochs 10
+    .venv/bin/python -m bench.bench_search --parent engine/assets/resnet20_synthetic.safetensors
 
 Prints (and with --write appends to bench/RESULTS.md):
 - cost: subnets evaluated per minute, the share of each evaluation spent outside forward passes
@@ -132,9 +133,10 @@ def main() -> None:
         "--repeats", type=int, default=3, help="timed evaluations per subnet for the cost figures"
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parent", help="use this trained checkpoint instead of training one")
     args = ap.parse_args()
     data = DataSpec(name="imagefolder", root=args.data_root) if args.data_root else DataSpec()
-    checkpoint = parent_checkpoint(data, args.epochs)
+    checkpoint = Path(args.parent) if args.parent else parent_checkpoint(data, args.epochs)
     model = ModelSpec(name="resnet20", weights="file", weights_path=str(checkpoint))
     parent = load_parent(model, data)
     print(
