@@ -9,19 +9,14 @@ from ui import resources
 from ui.charts import per_class_figure, valid_rows, widths_figure
 from ui.format import FLOPS_NOTE, pct
 from ui.nav import through_app
-from ui.widgets import run_picker
+from ui.widgets import picked_run
 
 through_app()
 
 LIST_ALL_UP_TO = 1000  # subnets; beyond this only the front is offered
 
 st.title("Compare")
-run_id = run_picker()
-run = resources.run(run_id) if run_id else None
-if run is None:
-    st.info("No runs yet: start a search first.")
-    st.page_link("pages/search.py", label="Search", icon=":material/travel_explore:")
-    st.stop()
+run_id, run = picked_run()
 valid = valid_rows(resources.subnets(run_id)).set_index("subnet_id", drop=False)
 if len(valid) < 2:
     st.info("This run needs at least two evaluated subnets to compare.")

@@ -9,17 +9,12 @@ from ui import resources
 from ui.charts import clicked_subnet, front_figure, valid_rows, widths_figure
 from ui.format import FLOPS_NOTE, METRIC_LABELS, constraint_metric, pct, si
 from ui.nav import through_app
-from ui.widgets import axis_controls, run_picker
+from ui.widgets import axis_controls, picked_run
 
 through_app()
 
 st.title("Explore")
-run_id = run_picker()
-run = resources.run(run_id) if run_id else None
-if run is None:
-    st.info("No runs yet: start a search first.")
-    st.page_link("pages/search.py", label="Search", icon=":material/travel_explore:")
-    st.stop()
+run_id, run = picked_run()
 valid = valid_rows(resources.subnets(run_id))
 if run["status"] == "running":
     st.caption(

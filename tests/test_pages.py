@@ -336,6 +336,17 @@ def test_search_good_upload_is_saved_by_hash_and_accepted(db, tmp_path):
     assert len(list((tmp_path / "home" / "uploads").glob("*.safetensors"))) == 1
 
 
+def small_search(subnets: int = 6, images: int = 256, **text_inputs: str) -> AppTest:
+    """The Search page filled for a quick search on random weights."""
+    at = open_page("pages/search.py")
+    at.radio(key="search_weights").set_value("random")
+    for key, value in text_inputs.items():
+        at.text_input(key=key).set_value(value)
+    at.number_input(key="search_subnets").set_value(subnets)
+    at.number_input(key="search_calib").set_value(images)
+    return at.number_input(key="search_val").set_value(images).run()
+
+
 def _start_and_wait(at: AppTest) -> AppTest:
     button(at, "Start search").click().run()
     assert not at.exception, at.exception
@@ -366,22 +377,14 @@ def test_search_bad_imagefolder_fails_with_a_message(db, tmp_path, folder, messa
 
 @pytest.mark.slow
 def test_search_impossible_constraint_names_the_minimum(db):
-    at = open_page("pages/search.py")
-    at.radio(key="search_weights").set_value("random")
-    at.text_input(key="search_limit").set_value("0.5")
-    at.number_input(key="search_calib").set_value(256)
-    at.number_input(key="search_val").set_value(256).run()
+    at = small_search(search_limit="0.5")
     at = _start_and_wait(at)
     assert "Impossible constraint" in errors(at) and "smallest subnet" in errors(at)
 
 
 @pytest.mark.slow
 def test_search_runs_in_background_then_explore_and_compare_show_it(db):
-    at = open_page("pages/search.py")
-    at.radio(key="search_weights").set_value("random")
-    at.number_input(key="search_subnets").set_value(6)
-    at.number_input(key="search_calib").set_value(256)
-    at.number_input(key="search_val").set_value(256).run()
+    at = small_search()
     button(at, "Start search").click().run()
     job = registry().active()[0]
     assert at.session_state["job_id"] == job.job_id  # only the id lives in the session
@@ -401,11 +404,7 @@ def test_search_runs_in_background_then_explore_and_compare_show_it(db):
 
 @pytest.mark.slow
 def test_cancel_then_resume_from_runs(db):
-    at = open_page("pages/search.py")
-    at.radio(key="search_weights").set_value("random")
-    at.number_input(key="search_subnets").set_value(500)
-    at.number_input(key="search_calib").set_value(128)
-    at.number_input(key="search_val").set_value(128).run()
+    at = small_search(subnets=500, images=128)
     button(at, "Start search").click().run()
     job = registry().get(at.session_state["job_id"])
     deadline = time.time() + 120

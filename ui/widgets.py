@@ -50,6 +50,17 @@ def run_picker() -> str | None:
     return current
 
 
+def picked_run() -> tuple[str, dict]:
+    """The sidebar's run id and record; stops the page, pointing to Search, when there is none."""
+    run_id = run_picker()
+    run = resources.run(run_id) if run_id else None
+    if run is None:
+        st.info("No runs yet: start a search first.")
+        st.page_link("pages/search.py", label="Search", icon=":material/travel_explore:")
+        st.stop()
+    return run_id, run
+
+
 def axis_controls(key: str, relative_first: bool = False) -> tuple[str, bool]:
     """Two horizontal radios: x metric (FLOPs / params) and scale (absolute / % of parent)."""
     left, right = st.columns(2)
