@@ -1,4 +1,4 @@
-"""The command line: python -m engine search|runs|front|train ...
+"""The command line: python -m engine search|runs|front|train|finetune|export ...
 
 FLOPs are 2 x multiply-accumulates per image, as torch.utils.flop_counter counts them.
 """
@@ -180,6 +180,100 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    from tqdm import tqdm
+
+    from engine.finetune import FinetuneRecipe, finetune
+    from engine.store import Store
+
+    recipe = FinetuneRecipe(
+        epochs=args.epochs,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        distill=args.distill,
+        temperature=args.temperature,
+        alpha=args.alpha,
+        seed=args.seed,
+    )
+    bar = tqdm(total=args.epochs, unit="epoch", file=sys.stderr)
+
+    def progress(event: dict) -> None:
+        if event["stage"] == "train":
+            bar.set_postfix_str(
+                f"epoch {event['epoch']} batch {event['batch']}/{event['batches']} "
+                f"loss {event['loss']:.3f} acc {event['accuracy']:.3f}"
+            )
+        else:
+            bar.n = event["epoch"]
+            bar.set_postfix_str(f"val acc {event['val_accuracy']:.4f} ({event['seconds']:.0f}s)")
+        bar.refresh()
+
+    with Store(args.db) as store:
+        row = finetune(store, args.run_id, args.subnet_id, recipe, progress=progress)
+    bar.close()
+    print(
+        f"fine-tune {row['finetune_id']} of run {args.run_id} subnet {args.subnet_id}: "
+        f"validation {row['val_accuracy_before']:.4f} -> {row['val_accuracy_after']:.4f}, "
+        f"test {row['test_accuracy_before']:.4f} -> {row['test_accuracy_after']:.4f} "
+        f"in {row['seconds']:.0f}s; weights {row['checkpoint']}"
+    )
+    print(row["finetune_id"])
+    return 0
+
+
+def cmd_export(args) -> int:
+    from engine.export import export_subnet
+    from engine.store import Store
+
+    with Store(args.db) as store:
+        finetune_id = args.finetuned
+        if finetune_id == "latest":
+            done = store.finetunes(args.run_id, args.subnet_id)
+            done = done[done["status"] == "done"]
+            if done.empty:
+                print(f"Subnet {args.subnet_id} has no finished fine-tune.", file=sys.stderr)
+                return 2
+            finetune_id = done.iloc[0]["finetune_id"]
+
+        def progress(event: dict) -> None:
+            print(f"[{event['done'] + 1}/{event['total']}] {event['step']}", file=sys.stderr)
+
+        report = export_subnet(
+            store,
+            args.run_id,
+            args.subnet_id,
+            out_dir=args.out,
+            finetune_id=finetune_id,
+            int8=args.int8,
+            runs=args.runs,
+            threads=args.threads,
+            progress=progress,
+        )
+    s, lat, parity = report["subnet"], report["latency"], report["parity"]
+    print(f"export {report['export_id']} -> {Path(args.out).resolve()}")
+    print(
+        f"parity max |ORT - PyTorch|: batch 1 {parity['batch_1']:.2e}, batch 8 {parity['batch_8']:.2e}"
+    )
+    print(
+        f"FLOPs {s['flops_ratio']:.3f} of the parent, ONNX size {s['size_ratio']:.3f}; {FLOPS_NOTE}"
+    )
+    for batch in (1, 32):
+        print(
+            f"latency batch {batch}: subnet {lat['subnet'][f'batch_{batch}_ms']:.2f} ms, parent "
+            f"{lat['parent'][f'batch_{batch}_ms']:.2f} ms, speedup {lat[f'speedup_batch_{batch}']:.2f}x "
+            f"({lat['threads']} threads, median of {lat['runs']})"
+        )
+    if report["int8"]:
+        q = report["int8"]
+        print(
+            f"INT8: validation {q['val_accuracy']:.4f} (drop {q['val_accuracy_drop']:+.4f}), {q['bytes']:,} bytes"
+        )
+    for name in report["files"].values():
+        print(f"  {name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m engine",
@@ -227,6 +321,37 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
     t.set_defaults(func=cmd_train)
+
+    ft = sub.add_parser("finetune", help="fine-tune a stored subnet (resumes when run again)")
+    ft.add_argument("run_id")
+    ft.add_argument("subnet_id", type=int)
+    ft.add_argument("--epochs", type=int, default=5)
+    ft.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
+    ft.add_argument("--lr", type=float, default=0.02, help="starting learning rate (cosine decay)")
+    ft.add_argument("--batch-size", type=int, default=128)
+    ft.add_argument("--distill", action="store_true", help="distil from the parent (KL + CE)")
+    ft.add_argument("--temperature", type=float, default=4.0)
+    ft.add_argument("--alpha", type=float, default=0.5, help="weight of the KL term")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--db", default=default_db)
+    ft.set_defaults(func=cmd_finetune)
+
+    e = sub.add_parser("export", help="ONNX export checked in ONNX Runtime, with a model card")
+    e.add_argument("run_id")
+    e.add_argument("subnet_id", type=int)
+    e.add_argument("--out", required=True, help="folder for the files")
+    e.add_argument("--int8", action="store_true", help="also an INT8 model (static quantization)")
+    e.add_argument(
+        "--finetuned",
+        nargs="?",
+        const="latest",
+        metavar="FINETUNE_ID",
+        help="export the fine-tuned weights (the newest finished fine-tune unless an id is given)",
+    )
+    e.add_argument("--runs", type=int, default=20, help="timed runs per latency figure")
+    e.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: torch's)")
+    e.add_argument("--db", default=default_db)
+    e.set_defaults(func=cmd_export)
     return parser
 
 

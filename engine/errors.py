@@ -38,3 +38,7 @@ class SpaceError(PrunescopeError):
 
 class StoreError(PrunescopeError):
     title = "Results database"
+
+
+class ExportError(PrunescopeError):
+    title = "Export failed"

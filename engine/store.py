@@ -31,7 +31,8 @@ INTERRUPTED_MESSAGE = "The process running this run ended before it finished."
 # Read-write Stores open in this process, by resolved path: only the first marks stale runs.
 _OPEN: dict[Path, int] = {}
 _OPEN_LOCK = threading.Lock()
-_JSON_COLUMNS = ("config", "space", "encoding", "recipe", "report")
+_JSON_COLUMNS = ("config", "space", "encoding", "recipe", "report", "history")
+FINETUNE_STATUSES = ("running", "done", "failed", "interrupted", "cancelled")
 _MAGIC = b"DUCK"  # every DuckDB file carries this at bytes 8..12
 
 _SCHEMA = """
@@ -54,7 +55,15 @@ CREATE TABLE IF NOT EXISTS finetunes (
 CREATE TABLE IF NOT EXISTS exports (
     export_id VARCHAR PRIMARY KEY, run_id VARCHAR, subnet_id INTEGER, finetune_id VARCHAR,
     out_dir VARCHAR, int8 BOOLEAN, report JSON, created_at TIMESTAMP);
+ALTER TABLE finetunes ADD COLUMN IF NOT EXISTS epochs_done INTEGER;
+ALTER TABLE finetunes ADD COLUMN IF NOT EXISTS message VARCHAR;
+ALTER TABLE finetunes ADD COLUMN IF NOT EXISTS history JSON;
 """
+# Columns `save_finetune` writes; created_at is kept from the first write.
+FINETUNE_FIELDS = ("finetune_id", "run_id", "subnet_id", "recipe", "status", "message")
+FINETUNE_FIELDS += ("epochs_done", "history", "val_accuracy_before", "val_accuracy_after")
+FINETUNE_FIELDS += ("test_accuracy_before", "test_accuracy_after", "seconds", "checkpoint")
+EXPORT_FIELDS = ("export_id", "run_id", "subnet_id", "finetune_id", "out_dir", "int8", "report")
 
 _INSERT_RUN = """
 INSERT INTO runs (run_id, created_at, updated_at, heartbeat, status, model, weights, dataset,
@@ -290,6 +299,9 @@ class Store:
         cutoff = datetime.max if older_than is None else now - timedelta(seconds=older_than)
         with self._transaction() as cur:
             rows = cur.execute(_MARK_STALE, [INTERRUPTED_MESSAGE, now, cutoff]).fetchall()
+            if older_than is None:  # fine-tunes have no heartbeat: only a fresh owner marks them
+                sql = "UPDATE finetunes SET status = 'interrupted', message = ?, updated_at = ? "
+                cur.execute(sql + "WHERE status = 'running'", [INTERRUPTED_MESSAGE, now])
         return sorted(r[0] for r in rows)
 
     def runs(self) -> pd.DataFrame:
@@ -361,3 +373,69 @@ class Store:
         if row is None:
             raise StoreError(f"Run {run_id!r} has no subnet {subnet_id}.")
         return _parse_row(cur, row)
+
+    # --- fine-tunes and exports ------------------------------------------------------------
+
+    def save_finetune(self, row: dict) -> None:
+        """Insert or update one fine-tune (keyed by finetune_id); its subnet must exist."""
+        if unknown := set(row) - set(FINETUNE_FIELDS):
+            raise ValueError(f"unknown finetune fields {sorted(unknown)}")
+        if row.get("status") not in FINETUNE_STATUSES:
+            raise ValueError(f"status must be one of {FINETUNE_STATUSES}")
+        values = {k: _plain(row.get(k)) for k in FINETUNE_FIELDS}
+        values.update(recipe=_dumps(row.get("recipe")), history=_dumps(row.get("history")))
+        values["now"] = _now()
+        columns = ", ".join(FINETUNE_FIELDS)
+        updates = ", ".join(f"{k} = excluded.{k}" for k in FINETUNE_FIELDS[1:])
+        sql = (
+            f"INSERT INTO finetunes ({columns}, created_at, updated_at) VALUES "
+            f"({', '.join('$' + k for k in FINETUNE_FIELDS)}, $now, $now) "
+            f"ON CONFLICT (finetune_id) DO UPDATE SET {updates}, updated_at = $now"
+        )
+        with self._transaction() as cur:
+            self._require_subnet(cur, values["run_id"], values["subnet_id"])
+            cur.execute(sql, values)
+
+    def finetune(self, finetune_id: str) -> dict | None:
+        cur = self._cursor()
+        row = cur.execute("SELECT * FROM finetunes WHERE finetune_id = ?", [finetune_id]).fetchone()
+        return None if row is None else _parse_row(cur, row)
+
+    def finetunes(self, run_id: str | None = None, subnet_id: int | None = None) -> pd.DataFrame:
+        """Fine-tunes (of a run, of one subnet), newest first, with the subnet's flops/params."""
+        sql = (
+            "SELECT f.*, s.flops, s.params, s.accuracy AS subnet_accuracy FROM finetunes f "
+            "LEFT JOIN subnets s ON s.run_id = f.run_id AND s.subnet_id = f.subnet_id "
+            "WHERE ($run_id IS NULL OR f.run_id = $run_id) "
+            "AND ($subnet_id IS NULL OR f.subnet_id = $subnet_id) "
+            "ORDER BY f.created_at DESC, f.finetune_id"
+        )
+        params = {"run_id": run_id, "subnet_id": None if subnet_id is None else int(subnet_id)}
+        return _parse_frame(self._cursor().execute(sql, params).df())
+
+    def add_export(self, row: dict) -> str:
+        """Record one finished export; returns its id."""
+        if unknown := set(row) - set(EXPORT_FIELDS):
+            raise ValueError(f"unknown export fields {sorted(unknown)}")
+        values = {k: _plain(row.get(k)) for k in EXPORT_FIELDS}
+        values.update(export_id=row.get("export_id") or uuid.uuid4().hex[:12])
+        values.update(report=_dumps(row.get("report")), now=_now())
+        sql = (
+            f"INSERT INTO exports ({', '.join(EXPORT_FIELDS)}, created_at) VALUES "
+            f"({', '.join('$' + k for k in EXPORT_FIELDS)}, $now)"
+        )
+        with self._transaction() as cur:
+            self._require_subnet(cur, values["run_id"], values["subnet_id"])
+            cur.execute(sql, values)
+        return values["export_id"]
+
+    def exports(self, run_id: str | None = None) -> pd.DataFrame:
+        sql = "SELECT * FROM exports WHERE ($run_id IS NULL OR run_id = $run_id) "
+        sql += "ORDER BY created_at DESC, export_id"
+        return _parse_frame(self._cursor().execute(sql, {"run_id": run_id}).df())
+
+    def _require_subnet(self, cur, run_id: str, subnet_id) -> None:
+        self._require_run(cur, run_id)
+        sql = "SELECT 1 FROM subnets WHERE run_id = ? AND subnet_id = ?"
+        if subnet_id is None or cur.execute(sql, [run_id, int(subnet_id)]).fetchone() is None:
+            raise StoreError(f"Run {run_id!r} has no subnet {subnet_id}.")

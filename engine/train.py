@@ -1,4 +1,4 @@
-"""Training loops: the parent trained here, and (later) subnet fine-tuning with distillation.
+"""Training loops shared by the parent trained here and subnet fine-tuning (engine.finetune).
 
 Progress goes to a callback as plain dicts and a `threading.Event` cancels between batches, so
 the same loop serves the CLI's progress bar and the dashboard's background worker.
@@ -18,6 +18,7 @@ from torch import nn
 
 from engine.config import DataSpec, ModelSpec
 from engine.data import Splits, load_dataset
+from engine.errors import ConfigError
 from engine.evaluate import accuracy_and_loss
 from engine.models import create_model, save_checkpoint
 
@@ -43,13 +44,14 @@ class TrainConfig:
         return asdict(self)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, steps: int):
+def make_optimizer(model: nn.Module, cfg: TrainConfig, steps: int, schedule: str | None = None):
+    """SGD (momentum 0.9, nesterov) or AdamW over `steps` steps.
+
+    `schedule`: "onecycle" or "cosine"; None picks one-cycle for SGD and cosine for AdamW.
+    """
     if cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))
-        )
-    else:
+    elif cfg.optimizer == "sgd":
         opt = torch.optim.SGD(
             model.parameters(),
             lr=cfg.lr,
@@ -57,6 +59,12 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, steps: int):
             nesterov=True,
             weight_decay=cfg.weight_decay,
         )
+    else:
+        raise ConfigError(f"optimizer must be 'sgd' or 'adamw', not {cfg.optimizer!r}.")
+    schedule = schedule or ("cosine" if cfg.optimizer == "adamw" else "onecycle")
+    if schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    else:
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15
         )
