@@ -252,7 +252,6 @@ def export_subnet(
     """
     export_id = uuid.uuid4().hex[:12]
     folder = Path(out_dir) if out_dir else home_dir() / "exports" / export_id
-    folder.mkdir(parents=True, exist_ok=True)
     threads = threads or torch.get_num_threads()
     steps = ["model", "onnx", "parity", "parent", "latency", "int8", "card"]
 
@@ -279,6 +278,7 @@ def export_subnet(
         model = load_finetuned(parent, encoding, tuned["checkpoint"])
     else:
         model = SubnetEvaluator(parent).build(encoding)
+    folder.mkdir(parents=True, exist_ok=True)
     files = {k: folder / v for k, v in FILES.items()}
     val_x, val_y = parent.splits.tensors("val")
     test_x, test_y = parent.splits.tensors("test")
