@@ -137,7 +137,7 @@ def onnx_accuracy(sess, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def quantize_int8(fp32: Path, out: Path, calib_x: torch.Tensor, images: int = 512) -> Path:
-    """ONNX Runtime static quantization (QDQ, per-channel int8), calibrated on `calib_x`."""
+    """ONNX Runtime static quantization (QDQ, per-channel int8 weights, uint8 activations)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -164,7 +164,7 @@ def quantize_int8(fp32: Path, out: Path, calib_x: torch.Tensor, images: int = 51
                 Reader(),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
-                activation_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,  # U8S8: faster than S8S8 here (measured)
                 weight_type=QuantType.QInt8,
             )
         except Exception as exc:
@@ -330,7 +330,7 @@ def export_subnet(
                 f"batch_{b}_ms": latency_ms(int8_sess, shape, b, runs) for b in LATENCY_BATCHES
             },
             "calibration_images": min(512, len(calib_x)),
-            "scheme": "static, QDQ, per-channel int8 weights, int8 activations (MinMax)",
+            "scheme": "static, QDQ, per-channel int8 weights, uint8 activations (MinMax)",
         }
     else:
         files.pop("onnx_int8")

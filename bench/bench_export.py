@@ -1,0 +1,166 @@
+"""Does pruning turn saved FLOPs into saved time and bytes? (issue 5)
+
+    .venv/bin/python -m bench.bench_export --data-root ../shared/datasets/cifar10 --write
+
+For ResNet-20 and mobilenet_v2 on CIFAR-10, at 50% and 25% of the parent's FLOPs: a short guided
+search picks the best subnet under the budget, `engine.export.export_subnet` exports it (and the
+parent alike) to ONNX with INT8, and this prints
+- the ONNX Runtime speedup over the parent at batch 32 divided by the FLOPs reduction
+  (target >= 0.7: FLOPs saved must become time saved),
+- the ONNX file-size ratio, and the INT8 accuracy drop on the search-validation split.
+
+Parents are trained with the engine's own `train_parent` and cached in bench/cache/ (ResNet-20:
+the one bench_search trains; mobilenet_v2: a short schedule on a subset, stated in the output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bench.bench_search import CACHE, parent_checkpoint
+from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
+from engine.export import export_subnet
+from engine.models import read_checkpoint_metadata
+from engine.pareto import best_under_budget
+from engine.search import search, start_run
+from engine.store import Store
+from engine.train import TrainConfig, train_parent
+
+BUDGETS = (50, 25)
+RESULTS = Path(__file__).parent / "RESULTS.md"
+
+
+def mobilenet_checkpoint(data: DataSpec, epochs: int) -> Path:
+    path = CACHE / f"mobilenet_v2_{data.name}_{data.train_size}img_{epochs}ep.safetensors"
+    if not path.exists():
+        print(f"training mobilenet_v2 for {epochs} epochs on {data.train_size} images -> {path}")
+        train_parent(
+            ModelSpec(name="mobilenet_v2", weights="random"),
+            data,
+            TrainConfig(epochs=epochs, lr=0.05),
+            path,
+        )
+    return path
+
+
+def measure(store: Store, model: ModelSpec, data: DataSpec, args) -> list[dict]:
+    rows = []
+    for pct in BUDGETS:
+        cfg = SearchConfig(
+            num_subnets=args.subnets, sampler="guided", constraint=Constraint("flops", pct, True)
+        )
+        run_id, parent = start_run(store, model, data, cfg)
+        search(store, run_id, parent, cfg)
+        best = best_under_budget(store.subnets(run_id), parent.cost.parent_flops * pct / 100)
+        report = export_subnet(
+            store,
+            run_id,
+            int(best["subnet_id"]),
+            out_dir=Path(args.out) / f"{model.name}-{pct}",
+            int8=True,
+            runs=args.runs,
+            parent=parent,
+        )
+        s, lat, q = report["subnet"], report["latency"], report["int8"]
+        reduction = 1 / s["flops_ratio"]
+        rows.append(
+            {
+                "model": model.name,
+                "budget": pct,
+                "flops_ratio": s["flops_ratio"],
+                "encoding": s["encoding"],
+                "parent_acc": report["parent"]["val_accuracy"],
+                "acc": report["accuracy"]["val_onnxruntime"],
+                "parent_ms": lat["parent"]["batch_32_ms"],
+                "subnet_ms": lat["subnet"]["batch_32_ms"],
+                "speedup": lat["speedup_batch_32"],
+                "efficiency": lat["speedup_batch_32"] / reduction,
+                "speedup_b1": lat["speedup_batch_1"],
+                "size_ratio": s["size_ratio"],
+                "int8_drop": q["val_accuracy_drop"],
+                "int8_ms": q["latency"]["batch_32_ms"],
+                "int8_size_ratio": q["bytes"] / report["parent"]["onnx_bytes"],
+                "parity": max(report["parity"]["batch_1"], report["parity"]["batch_8"]),
+                "threads": lat["threads"],
+            }
+        )
+        print(_row(rows[-1]), flush=True)
+    return rows
+
+
+HEADER = (
+    "| model | budget | FLOPs ratio | val acc (parent -> subnet, ORT fp32) | batch-32 ms parent / "
+    "subnet | speedup | speedup / FLOPs reduction | batch-1 speedup | ONNX size ratio | "
+    "INT8 acc drop | INT8 batch-32 ms | INT8 size vs parent | parity |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def _row(r: dict) -> str:
+    return (
+        f"| {r['model']} | {r['budget']}% | {r['flops_ratio']:.3f} | "
+        f"{100 * r['parent_acc']:.2f}% -> {100 * r['acc']:.2f}% | "
+        f"{r['parent_ms']:.1f} / {r['subnet_ms']:.1f} | {r['speedup']:.2f}x | "
+        f"**{r['efficiency']:.2f}** | {r['speedup_b1']:.2f}x | {r['size_ratio']:.3f} | "
+        f"{100 * r['int8_drop']:+.2f} pts | {r['int8_ms']:.1f} | {r['int8_size_ratio']:.3f} | "
+        f"{r['parity']:.1e} |"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data-root", required=True, help="CIFAR-10 as an ImageFolder")
+    ap.add_argument("--resnet-epochs", type=int, default=24, help="ResNet-20 parent (cached)")
+    ap.add_argument("--mobilenet-epochs", type=int, default=4)
+    ap.add_argument("--mobilenet-images", type=int, default=8000, help="training subset")
+    ap.add_argument("--subnets", type=int, default=20, help="guided evaluations per budget")
+    ap.add_argument("--runs", type=int, default=30, help="timed ONNX Runtime runs per figure")
+    ap.add_argument("--out", default=str(CACHE / "exports"))
+    ap.add_argument("--write", action="store_true", help="append the table to bench/RESULTS.md")
+    args = ap.parse_args()
+    data = DataSpec(name="imagefolder", root=args.data_root)
+    resnet = parent_checkpoint(data, args.resnet_epochs)
+    small = DataSpec(name="imagefolder", root=args.data_root, train_size=args.mobilenet_images)
+    mobilenet = mobilenet_checkpoint(small, args.mobilenet_epochs)
+    models = [
+        (ModelSpec(name="resnet20", weights="file", weights_path=str(resnet)), data),
+        (ModelSpec(name="mobilenet_v2", weights="file", weights_path=str(mobilenet)), small),
+    ]
+    header = f"machine: {platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}"
+    print(header)
+    for spec, _ in models:
+        meta = read_checkpoint_metadata(spec.weights_path)
+        print(
+            f"parent {spec.name}: {meta['epochs_done']} epochs on {meta['data']['train_size'] or 'all'}"
+            f" training images, test accuracy {meta['test_accuracy']:.4f}"
+        )
+    print(HEADER)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.duckdb") as store:
+        for spec, spec_data in models:
+            rows += measure(store, spec, spec_data, args)
+    met = all(r["efficiency"] >= 0.7 for r in rows)
+    print(f"\nspeedup / FLOPs reduction >= 0.7 everywhere: {'yes' if met else 'NO'}")
+    if args.write:
+        with RESULTS.open("a") as fh:
+            fh.write(
+                "\n## ONNX Runtime speed, size and INT8 of exported subnets (issue 5) — CIFAR-10\n\n"
+                f"    .venv/bin/python -m bench.bench_export --data-root {args.data_root} "
+                f"--subnets {args.subnets} --runs {args.runs} --write\n\n{header}; ONNX Runtime "
+                f"{rows[0]['threads']} intra-op threads, median of {args.runs} runs.\n\n"
+                + HEADER
+                + "\n"
+                + "\n".join(_row(r) for r in rows)
+                + f"\n\nTarget speedup / FLOPs reduction >= 0.7 everywhere: {'met' if met else 'MISSED'}.\n"
+            )
+
+
+if __name__ == "__main__":
+    main()
