@@ -9,7 +9,7 @@ from engine.train import TrainConfig
 from ui import jobs, resources, weights
 from ui.format import FLOPS_NOTE, METRIC_LABELS
 from ui.nav import through_app
-from ui.progress import job_panel
+from ui.progress import busy_note, job_panel
 from ui.widgets import remember
 
 through_app()
@@ -46,6 +46,8 @@ DEFAULTS = {
     "search_importance": "l1",
     "search_calib": 2000,
     "search_val": 2000,
+    "search_train": 0,
+    "search_test": 0,
     "search_seed": 0,
     "search_batch": 256,
 }
@@ -163,15 +165,30 @@ with settings:
             key="search_val",
             help="Held-out training images that score every subnet.",
         )
+        st.number_input(
+            "Training images",
+            0,
+            10_000_000,
+            step=1000,
+            key="search_train",
+            help="Use at most this many training images (a seeded subset; validation, "
+            "calibration and fine-tuning draw from them). 0: all.",
+        )
+        st.number_input(
+            "Test images",
+            0,
+            10_000_000,
+            step=1000,
+            key="search_test",
+            help="At most this many test images, for fine-tune and export accuracy. 0: all.",
+        )
         st.number_input("Seed", 0, 2**31 - 1, key="search_seed")
         st.number_input("Batch size", 1, 4096, key="search_batch")
     st.caption(FLOPS_NOTE)
 
     for title, message in problems:
         st.error(f"**{title}** — {message}")
-    busy = registry.active()
-    if busy:
-        st.caption("A search is running; start another when it ends or after cancelling it.")
+    busy = busy_note("start a search")
     if st.button("Start search", type="primary", disabled=bool(problems or busy)):
         ss = st.session_state
         data_spec = DataSpec(
@@ -180,6 +197,8 @@ with settings:
             calib_size=int(ss.search_calib),
             val_size=int(ss.search_val),
             seed=int(ss.search_seed),
+            train_size=int(ss.search_train) or None,
+            test_size=int(ss.search_test) or None,
         )
         cfg = SearchConfig(
             num_subnets=int(ss.search_subnets),
@@ -201,4 +220,4 @@ with settings:
 
 
 with live:
-    job_panel()
+    job_panel("search", "No search running. Choose the settings and press **Start search**.")

@@ -50,3 +50,25 @@ def constraint_metric(run: dict) -> str:
     """'flops' or 'params': what the run's budget limits."""
     text = str(run.get("constraint_text") or "flops")
     return "params" if text.startswith("params") else "flops"
+
+
+def recipe_text(recipe) -> str:
+    """A fine-tune recipe (FinetuneRecipe or its stored dict) in one line."""
+    r = recipe if isinstance(recipe, dict) else recipe.to_dict()
+    epochs = int(r.get("epochs", 0))
+    parts = [
+        f"{epochs} epoch{'s' if epochs != 1 else ''}",
+        f"{str(r.get('optimizer', 'sgd')).upper().replace('ADAMW', 'AdamW')} lr {r.get('lr', 0):g}",
+    ]
+    if r.get("distill"):
+        parts.append(f"distilled T={r.get('temperature', 0):g} α={r.get('alpha', 0):g}")
+    if not r.get("augment", True):
+        parts.append("no augmentation")
+    return " · ".join(parts)
+
+
+def megabytes(n: float | None) -> str:
+    """1234567 -> '1.23 MB'."""
+    if n is None or (isinstance(n, float) and math.isnan(n)):
+        return "–"
+    return f"{n / 1e6:.3g} MB" if n >= 1e5 else f"{n / 1e3:.3g} kB"

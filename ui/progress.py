@@ -1,4 +1,5 @@
-"""The Search page's live panel: a job's progress bar, ETA, result and growing front.
+"""Live job panels: a search's progress bar, ETA, result and growing front; a fine-tune's epoch,
+batch, loss and accuracy; an export's steps. Each with a Cancel button while it works.
 
 Reads `Job.snapshot()` from the registry; while the job works a fragment reruns every second,
 and once it ends one full rerun drops the polling.
@@ -13,11 +14,36 @@ from ui.charts import front_figure
 from ui.format import constraint_metric, duration, pct
 from ui.widgets import select_run
 
+# What each export step is doing, as engine.export names the steps.
+EXPORT_STEPS = {
+    "model": "Rebuilding the subnet, measuring its accuracy, saving the weights",
+    "onnx": "Exporting to ONNX and running the full checker",
+    "parity": "Comparing ONNX Runtime with PyTorch",
+    "parent": "Exporting the parent for comparison",
+    "latency": "Timing ONNX Runtime on this CPU",
+    "int8": "Quantizing to INT8 (when asked)",
+    "card": "Writing the model card and the zip",
+}
+SESSION_KEYS = {"search": "job_id", "finetune": "finetune_job_id", "export": "export_job_id"}
+
 
 def show_job(job_id: str) -> None:
-    """Progress, result and the live front of one job (read from the registry)."""
-    registry = jobs.registry()
-    job = registry.get(job_id).snapshot()
+    """Progress and result of one job (read from the registry)."""
+    job = jobs.registry().get(job_id).snapshot()
+    {"search": _search, "finetune": _finetune, "export": _export}[job["kind"]](job)
+
+
+def _cancel(job: dict) -> None:
+    """The Cancel button of a working job (or a note that it is stopping)."""
+    if job["cancelling"]:
+        st.caption("Cancelling after the current step…")
+    elif st.button("Cancel", key=f"cancel_{job['job_id']}"):
+        jobs.registry().get(job["job_id"]).cancel.set()
+
+
+def _search(job: dict) -> None:
+    """Progress, result and the live front of a search."""
+    job_id = job["job_id"]
     st.markdown(f"**{job['label']}**" + (f" · run `{job['run_id']}`" if job["run_id"] else ""))
     if job["phase"] == "training" and job["train"]:
         t = job["train"]
@@ -39,10 +65,7 @@ def show_job(job_id: str) -> None:
             ),
         )
     if job["active"]:
-        if job["cancelling"]:
-            st.caption("Cancelling after the current step…")
-        elif st.button("Cancel", key=f"cancel_{job_id}"):
-            registry.get(job_id).cancel.set()
+        _cancel(job)
     elif job["error"]:
         st.error(f"**{job['error'][0]}** — {job['error'][1]}")
     elif job["status"] == "done":
@@ -73,6 +96,69 @@ def show_job(job_id: str) -> None:
             )
 
 
+def _finetune(job: dict) -> None:
+    """Epoch, batch, running loss and accuracy of a fine-tune; its result once it ends."""
+    st.markdown(f"**{job['label']}** · `{job['finetune_id']}`")
+    t = job["train"]
+    if job["phase"] == "finetuning" and t:
+        done = (t["epoch"] - 1 + t["batch"] / max(t["batches"], 1)) / t["epochs"]
+        st.progress(
+            max(0.0, min(done, 1.0)),
+            text=f"Epoch {t['epoch']} of {t['epochs']} · batch {t['batch']} of {t['batches']}",
+        )
+        cols = st.columns(3)
+        cols[0].metric("Training loss", f"{t['loss']:.3f}")
+        cols[1].metric("Training accuracy", pct(t["accuracy"]))
+        if job["epoch"]:
+            cols[2].metric(
+                f"Validation after epoch {job['epoch']['epoch']}", pct(job["epoch"]["val_accuracy"])
+            )
+    elif job["active"]:
+        st.progress(
+            job["done"] / max(job["total"], 1),
+            text="Preparing: rebuilding the parent, measuring the subnet before fine-tuning…",
+        )
+    if job["active"]:
+        _cancel(job)
+    elif job["error"]:
+        st.error(f"**{job['error'][0]}** — {job['error'][1]}")
+    elif job["status"] == "done":
+        r = job["result"]
+        st.success(
+            f"Fine-tuned in {duration(r['seconds'] or 0)}: validation "
+            f"{pct(r['val_accuracy_before'])} → {pct(r['val_accuracy_after'])}, test "
+            f"{pct(r['test_accuracy_before'])} → {pct(r['test_accuracy_after'])}."
+        )
+    else:
+        st.warning(
+            f"Stopped ({job['status']}): {job['message'] or ''} Resume continues from there."
+        )
+
+
+def _export(job: dict) -> None:
+    """Step progress of an export; its outcome once it ends."""
+    st.markdown(f"**{job['label']}**")
+    if job["active"]:
+        step = EXPORT_STEPS.get(job["step"] or "model", job["step"])
+        st.progress(
+            min(job["done"] / max(job["total"], 1), 1.0),
+            text=f"Step {job['done'] + 1} of {job['total']}: {step}…",
+        )
+        _cancel(job)
+    elif job["error"]:
+        st.error(f"**{job['error'][0]}** — {job['error'][1]}")
+    elif job["status"] == "done":
+        r = job["result"]
+        st.success(
+            f"Exported `{r['export_id']}`: parity "
+            + ("passed" if r["parity"]["ok"] else "FAILED")
+            + f", {r['latency']['speedup_batch_1']:.2f}× the parent's speed at batch 1. "
+            "The report and the downloads are below."
+        )
+    else:
+        st.warning(job["message"] or f"Stopped ({job['status']}).")
+
+
 @st.fragment(run_every="1s")
 def follow(job_id: str) -> None:
     """Polls the registry every second while the job works."""
@@ -81,15 +167,34 @@ def follow(job_id: str) -> None:
         st.rerun()  # the whole page, once: drops this polling fragment
 
 
-def job_panel() -> None:
-    """This session's job, or else any running one: a second tab sees the search too."""
+def job_panel(kind: str = "search", empty: str | None = None, keep=None) -> jobs.Job | None:
+    """This session's job of `kind`, or else any running one: a second tab sees it too.
+
+    A finished job of this session shows only while `keep(job)` is true (default: always);
+    `empty` is shown when there is no job. Returns the job shown.
+    """
     registry = jobs.registry()
-    own = registry.get(st.session_state.get("job_id"))
-    running = registry.active()  # a second tab sees the job too
+    own = registry.get(st.session_state.get(SESSION_KEYS[kind]))
+    if own is not None and not own.active and keep is not None and not keep(own):
+        own = None
+    running = registry.active(kind)
     job = own if own and (own.active or not running) else (running[0] if running else None)
     if job is None:
-        st.info("No search running. Choose the settings and press **Start search**.")
+        if empty:
+            st.info(empty)
     elif job.active:
         follow(job.job_id)
     else:
         show_job(job.job_id)
+    return job
+
+
+def busy_note(what: str) -> bool:
+    """True, with a caption naming it, while any job works (one at a time, all kinds)."""
+    busy = jobs.registry().active()
+    if busy:
+        st.caption(
+            f"{jobs.KINDS[busy[0].kind]} is running ({busy[0].label}); "
+            f"{what} when it ends or after cancelling it."
+        )
+    return bool(busy)
