@@ -12,4 +12,5 @@ st.set_page_config(page_title="Prunescope", page_icon=":material/content_cut:", 
 from ui.widgets import remember  # noqa: E402 - imports torch: after navigation is settled
 
 remember("search_")  # the Search form keeps its settings while other pages are shown
+remember("fx_")  # and so does the Fine-tune & Export form
 current.run()

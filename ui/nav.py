@@ -34,6 +34,13 @@ PAGES = [
         "Two to four subnets side by side: metrics, kept channels, per-class accuracy.",
     ),
     PageInfo(
+        "pages/finetune_export.py",
+        "Fine-tune & Export",
+        ":material/model_training:",
+        "Fine-tune a subnet (optionally distilled from its parent), export it to ONNX with "
+        "parity, latency, INT8 and a model card, and download the files.",
+    ),
+    PageInfo(
         "pages/runs.py",
         "Runs",
         ":material/table_rows:",

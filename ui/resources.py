@@ -1,8 +1,9 @@
 """Cached resources (the Store, rebuilt parents) and cached query frames.
 
 One `Store` per DuckDB file and process, opened once. Frames are cached by `st.cache_data`
-with keys that change when rows do: a run's subnets by its current row count, the run list by
-the job registry's write counter. `cleared()` drops them after a write such as a delete.
+with keys that change when rows do: a run's subnets by its current row count; the run list,
+fine-tunes and exports by the job registry's write counter. `cleared()` drops them after a
+write such as a delete.
 """
 
 from __future__ import annotations
@@ -64,10 +65,32 @@ def subnets(run_id: str) -> pd.DataFrame:
     return _subnets(str(s.path), run_id, s.count_subnets(run_id))
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _finetunes(path: str, run_id: str, version: int) -> pd.DataFrame:
+    return _open_store(path).finetunes(run_id)
+
+
+def finetunes(run_id: str) -> pd.DataFrame:
+    """A run's fine-tunes, newest first, with their subnet's flops/params/accuracy."""
+    return _finetunes(str(store().path), run_id, registry().version)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _exports(path: str, run_id: str, version: int) -> pd.DataFrame:
+    return _open_store(path).exports(run_id)
+
+
+def exports(run_id: str) -> pd.DataFrame:
+    """A run's exports, newest first; `report` as a dict."""
+    return _exports(str(store().path), run_id, registry().version)
+
+
 def cleared() -> None:
     """Forget cached frames after a write."""
     _runs.clear()
     _subnets.clear()
+    _finetunes.clear()
+    _exports.clear()
     registry().bump()
 
 
