@@ -6,7 +6,7 @@ import streamlit as st
 
 from engine.pareto import best_under_budget, knee, pareto_front
 from ui import resources
-from ui.charts import clicked_subnet, front_figure, valid_rows, widths_figure
+from ui.charts import clicked_subnet, finished_finetunes, front_figure, valid_rows, widths_figure
 from ui.format import FLOPS_NOTE, METRIC_LABELS, constraint_metric, pct, si
 from ui.nav import through_app
 from ui.widgets import axis_controls, picked_run
@@ -85,9 +85,14 @@ picked = st.session_state[pick_key]
 if picked != "best":
     marks["Selected"] = valid[valid["subnet_id"] == picked].iloc[0]
 
-figure = front_figure(valid, run, x=x, relative=relative, budget=budget, marks=marks)
+finetunes = resources.finetunes(run_id)
+figure = front_figure(
+    valid, run, x=x, relative=relative, budget=budget, marks=marks, finetunes=finetunes
+)
 st.plotly_chart(figure, key="explore_chart", on_select="rerun", selection_mode="points")
 notes = [FLOPS_NOTE, f"{len(valid)} subnets, {len(front)} on the front."]
+if tuned := len(finished_finetunes(finetunes)):
+    notes.append(f"{tuned} fine-tune{'s' if tuned > 1 else ''}: diamonds over their subnets.")
 if knee_row is not None:
     notes.append(
         f"Knee: subnet {int(knee_row['subnet_id'])} "
@@ -111,6 +116,8 @@ st.selectbox(
     format_func=lambda c: names.get(c) or f"Subnet {c}",
 )
 if row is not None:
+    # Fine-tune & Export opens on the subnet shown here (a plain key: it outlives this page).
+    st.session_state.setdefault("_explored", {})[run_id] = int(row["subnet_id"])
     groups = run["space"]["groups"]
     st.plotly_chart(
         widths_figure(
@@ -119,4 +126,9 @@ if row is not None:
             {f"Subnet {int(row['subnet_id'])}": list(row["encoding"])},
         ),
         key="explore_widths",
+    )
+    st.page_link(
+        "pages/finetune_export.py",
+        label=f"Fine-tune & export subnet {int(row['subnet_id'])}",
+        icon=":material/model_training:",
     )

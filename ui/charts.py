@@ -12,13 +12,14 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from engine.pareto import knee, pareto_front
-from ui.format import METRIC_LABELS
+from ui.format import METRIC_LABELS, recipe_text
 
 SAMPLER_COLORS = {"uniform": "#4C78A8", "random": "#F58518", "guided": "#54A24B"}
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#9D755D"]
 PARENT_COLOR = "#222222"
 KNEE_COLOR = "#E45756"
 MARK_COLORS = ["#7B2CBF", "#17BECF", "#8C564B"]  # rings around marked subnets
+FINETUNE_COLOR = "#D62728"
 WEBGL_ABOVE = 3000  # points; beyond this the scatter is drawn with WebGL
 
 _HOVER = (
@@ -78,10 +79,12 @@ def front_figure(
     relative: bool = False,
     budget: float | None = None,
     marks: dict[str, pd.Series | dict] | None = None,
+    finetunes: pd.DataFrame | None = None,
     height: int = 460,
 ) -> go.Figure:
     """Every valid subnet coloured by sampler, the front as a step line, the parent, the knee;
-    `budget` (absolute, in x's unit) shades the region over it; `marks` ring subnets by name."""
+    `budget` (absolute, in x's unit) shades the region over it; `marks` ring subnets by name;
+    each finished fine-tune in `finetunes` (Store.finetunes) is a diamond joined to its subnet."""
     scale = _scale(run, x, relative)
     valid = valid_rows(df)
     fig = go.Figure()
@@ -131,6 +134,8 @@ def front_figure(
     for i, (name, row) in enumerate((marks or {}).items()):
         color = MARK_COLORS[i % len(MARK_COLORS)]
         _marker(fig, row, run, x, scale, name, color, "circle-open", 20 + 6 * i)
+    if finetunes is not None:
+        _finetune_traces(fig, finetunes, run, x, scale)
     if budget is not None:
         right = max(float(run[f"parent_{x}"]), float(valid[x].max()) if len(valid) else 0.0)
         fig.add_vrect(
@@ -156,6 +161,64 @@ def front_figure(
         dragmode="pan",
     )
     return fig
+
+
+def finished_finetunes(finetunes: pd.DataFrame) -> pd.DataFrame:
+    """Fine-tunes that finished with an accuracy and whose subnet is still stored."""
+    if finetunes is None or finetunes.empty:
+        return pd.DataFrame()
+    done = finetunes[(finetunes["status"] == "done") & finetunes["val_accuracy_after"].notna()]
+    return done[done["subnet_accuracy"].notna()]
+
+
+def _finetune_traces(fig, finetunes: pd.DataFrame, run: dict, x: str, scale: float) -> None:
+    """A diamond per finished fine-tune at (its subnet's x, accuracy after), joined by a dotted
+    line to the subnet's own point; the hover names the fine-tune and its recipe."""
+    done = finished_finetunes(finetunes)
+    if done.empty:
+        return
+    xs = done[x].to_numpy(dtype=float) * scale
+    before = done["subnet_accuracy"].to_numpy(dtype=float)
+    after = done["val_accuracy_after"].to_numpy(dtype=float)
+    fig.add_trace(
+        go.Scatter(
+            x=np.column_stack([xs, xs, np.full(len(xs), np.nan)]).ravel(),
+            y=np.column_stack([before, after, np.full(len(xs), np.nan)]).ravel(),
+            mode="lines",
+            line={"color": FINETUNE_COLOR, "width": 1.5, "dash": "dot"},
+            name="Fine-tuned from",
+            showlegend=False,
+            hoverinfo="skip",
+        )
+    )
+    text = [
+        f"<b>Fine-tune {r.finetune_id}</b> of subnet {int(r.subnet_id)}<br>"
+        f"{recipe_text(r.recipe or {})}<br>"
+        f"accuracy {100 * r.subnet_accuracy:.2f}% → {100 * r.val_accuracy_after:.2f}%"
+        + (
+            f"<br>test {100 * r.test_accuracy_after:.2f}%"
+            if pd.notna(r.test_accuracy_after)
+            else ""
+        )
+        for r in done.itertuples()
+    ]
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=after,
+            mode="markers",
+            name="Fine-tuned",
+            marker={
+                "symbol": "diamond",
+                "size": 12,
+                "color": FINETUNE_COLOR,
+                "line": {"width": 1, "color": "#FFFFFF"},
+            },
+            customdata=_custom(done, run),  # a click picks the fine-tuned subnet
+            text=text,
+            hovertemplate="%{text}<extra></extra>",
+        )
+    )
 
 
 def _marker(fig, row, run, x, scale, name, color, symbol, size) -> None:
