@@ -115,8 +115,9 @@ subnet_id = st.selectbox(
 )
 row = subnets[subnets["subnet_id"] == subnet_id].iloc[0]
 if not valid["subnet_id"].eq(subnet_id).any():
+    why = row["error"] if isinstance(row["error"], str) else "it has no accuracy"
     st.error(
-        f"**Subnet {subnet_id} failed to evaluate** — {row['error'] or 'it has no accuracy'}. "
+        f"**Subnet {subnet_id} failed to evaluate** — {why}. "
         "It cannot be fine-tuned or exported; pick another subnet."
     )
     st.stop()
@@ -125,9 +126,10 @@ numbers, widths = st.columns([2, 3], gap="large")
 with numbers:
     top, bottom = st.columns(2), st.columns(2)
     top[0].metric(
-        "Accuracy (search-validation)",
+        "Accuracy",
         pct(row["accuracy"], 2),
         f"{100 * (row['accuracy'] - run['parent_accuracy']):+.2f} pp vs the parent",
+        help="On the search-validation split, after BatchNorm recalibration.",
     )
     top[1].metric("On the front", "yes" if subnet_id in on_front else "no")
     bottom[0].metric(
@@ -135,6 +137,7 @@ with numbers:
         si(row["flops"]),
         f"{pct(row['flops'] / run['parent_flops'])} of the parent",
         delta_color="off",
+        delta_arrow="off",
         help=FLOPS_NOTE,
     )
     bottom[1].metric(
@@ -142,6 +145,7 @@ with numbers:
         si(row["params"]),
         f"{pct(row['params'] / run['parent_params'])} of the parent",
         delta_color="off",
+        delta_arrow="off",
     )
     st.caption(FLOPS_NOTE)
 with widths:

@@ -599,12 +599,12 @@ def test_export_report_downloads_explore_marker_and_missing_folder(db):
     buttons = downloads(at)
     assert buttons == {
         "All files (.zip)": True,
-        "ONNX model": True,
-        "INT8 ONNX model": True,
-        "Weights (safetensors)": True,
-        "Subnet description (JSON)": True,
-        "Model card (Markdown)": True,
-        "Model card (JSON)": True,
+        "model.onnx": True,
+        "model.int8.onnx": True,
+        "model.safetensors": True,
+        "subnet.json": True,
+        "MODEL_CARD.md": True,
+        "model_card.json": True,
     }
     listed = at.dataframe[-1].value
     assert listed["export"].tolist() == [report["export_id"]]

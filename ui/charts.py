@@ -19,7 +19,7 @@ PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#9
 PARENT_COLOR = "#222222"
 KNEE_COLOR = "#E45756"
 MARK_COLORS = ["#7B2CBF", "#17BECF", "#8C564B"]  # rings around marked subnets
-FINETUNE_COLOR = "#D62728"
+FINETUNE_COLOR, FINETUNE_EDGE = "#F2B701", "#7A5C00"  # amber diamonds: not the red knee
 WEBGL_ABOVE = 3000  # points; beyond this the scatter is drawn with WebGL
 
 _HOVER = (
@@ -185,7 +185,7 @@ def _finetune_traces(fig, finetunes: pd.DataFrame, run: dict, x: str, scale: flo
             x=np.column_stack([xs, xs, np.full(len(xs), np.nan)]).ravel(),
             y=np.column_stack([before, after, np.full(len(xs), np.nan)]).ravel(),
             mode="lines",
-            line={"color": FINETUNE_COLOR, "width": 1.5, "dash": "dot"},
+            line={"color": FINETUNE_EDGE, "width": 1.5, "dash": "dot"},
             name="Fine-tuned from",
             showlegend=False,
             hoverinfo="skip",
@@ -210,9 +210,9 @@ def _finetune_traces(fig, finetunes: pd.DataFrame, run: dict, x: str, scale: flo
             name="Fine-tuned",
             marker={
                 "symbol": "diamond",
-                "size": 12,
+                "size": 13,
                 "color": FINETUNE_COLOR,
-                "line": {"width": 1, "color": "#FFFFFF"},
+                "line": {"width": 1.5, "color": FINETUNE_EDGE},
             },
             customdata=_custom(done, run),  # a click picks the fine-tuned subnet
             text=text,

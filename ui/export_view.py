@@ -14,14 +14,14 @@ import streamlit as st
 from engine.model_card import model_card_markdown
 from ui.format import FLOPS_NOTE, megabytes, pct, recipe_text, si
 
-# Download buttons, in this order: role -> label (roles as engine.export names the files).
+# Download buttons, in this order: role -> what the file is (roles as engine.export names them).
 DOWNLOADS = {
-    "onnx": "ONNX model",
-    "onnx_int8": "INT8 ONNX model",
-    "weights": "Weights (safetensors)",
-    "description": "Subnet description (JSON)",
-    "card_md": "Model card (Markdown)",
-    "card_json": "Model card (JSON)",
+    "onnx": "the ONNX model (float32)",
+    "onnx_int8": "the INT8 ONNX model",
+    "weights": "the weights, for PyTorch",
+    "description": "the subnet description that rebuilds the weights' architecture",
+    "card_md": "the model card",
+    "card_json": "the model card as JSON, with every measurement",
 }
 MIME = {
     ".onnx": "application/octet-stream",
@@ -122,10 +122,10 @@ def show_report(row: dict) -> None:
     )
     st.markdown(comparison_markdown(report))
     lat = report["latency"]
+    threads = f"{lat['threads']} intra-op thread{'s' if lat['threads'] != 1 else ''}"
     st.caption(
-        f"ONNX Runtime on this machine's CPU ({report.get('machine', '')}): median of "
-        f"{lat['runs']} runs, {lat['threads']} intra-op thread{'s' if lat['threads'] != 1 else ''}"
-        f", parent exported and timed the same way. {FLOPS_NOTE}"
+        f"Latency: ONNX Runtime on this machine's CPU, median of {lat['runs']} runs, {threads}; "
+        f"the parent exported and timed the same way. {FLOPS_NOTE}"
     )
     st.markdown(accuracy_text(report))
     par = report["parity"]
@@ -163,24 +163,28 @@ def download_buttons(row: dict) -> None:
         return
     st.markdown("**Download**")
     if "zip" in files:
-        _download(folder / files["zip"], "All files (.zip)", f"dl_{export_id}_zip", primary=True)
+        _download(folder / files["zip"], "All files (.zip)", "every file below", primary=True)
     roles = [r for r in DOWNLOADS if r in files]
-    for col, role in zip(st.columns(len(roles) or 1), roles, strict=False):
-        with col:
-            _download(folder / files[role], DOWNLOADS[role], f"dl_{export_id}_{role}")
+    columns = st.columns(3)
+    for i, role in enumerate(roles):
+        with columns[i % 3]:
+            _download(folder / files[role], files[role], DOWNLOADS[role])
 
 
-def _download(path: Path, label: str, key: str, primary: bool = False) -> None:
+def _download(path: Path, label: str, what: str, primary: bool = False) -> None:
     there = path.is_file()
     st.download_button(
-        f"{label}" if there else f"{label} (missing)",
+        label if there else f"{label} (missing)",
         data=lambda: path.read_bytes(),  # read on click, not on every rerun
         file_name=path.name,
         mime=MIME.get(path.suffix, "application/octet-stream"),
-        key=key,
+        key=f"download_{path.parent.name}_{path.name}",
         on_click="ignore",
         type="primary" if primary else "secondary",
         icon=":material/download:",
         disabled=not there,
-        help=f"{path.name}, {megabytes(path.stat().st_size)}" if there else f"{path} is gone.",
+        help=f"{what.capitalize()}: {megabytes(path.stat().st_size)}."
+        if there
+        else f"{path} is gone.",
+        width="content" if primary else "stretch",
     )
