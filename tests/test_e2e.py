@@ -3,6 +3,7 @@
 import re
 import time
 import urllib.request
+import zipfile
 
 import pytest
 
@@ -41,23 +42,36 @@ def _idle(page, timeout: float = 30_000) -> None:
     page.locator("[data-testid='stStatusWidget']").wait_for(state="detached", timeout=timeout)
 
 
-def test_search_explore_compare(app_server, browser, artifacts):
-    page = browser.new_page(viewport={"width": 1400, "height": 2000})  # whole pages in shots
-    page.goto(app_server)
-    page.get_by_role("link", name="Search").click()
-    page.get_by_role("heading", name="Search").wait_for(timeout=60_000)
+def _nav(page, title: str) -> None:
+    """Open a page from the sidebar (pages also link to each other in their content)."""
+    page.get_by_test_id("stSidebarNavItems").get_by_role("link", name=title, exact=True).click()
 
-    # A small search on the built-in dataset (built-in weights when they ship, else random).
+
+def _small_search(page, artifacts=None) -> None:
+    """A small search on the built-in dataset (built-in weights when they ship, else random),
+    on 1500 training and 500 test images so that a fine-tune epoch takes seconds."""
+    _nav(page, "Search")
+    page.get_by_role("heading", name="Search").wait_for(timeout=60_000)
     _set_number(page, "Subnets to evaluate", 6)
     page.get_by_text("Advanced").click()
     _set_number(page, "Calibration size", 256)
     _set_number(page, "Validation size", 256)
+    _set_number(page, "Training images", 1500)
+    _set_number(page, "Test images", 500)
     page.get_by_role("button", name="Start search").click()
     page.get_by_text(re.compile(r"subnets · about|Finished")).first.wait_for(timeout=150_000)
-    page.screenshot(path=str(artifacts / "search-running.png"), full_page=True)
+    if artifacts:
+        page.screenshot(path=str(artifacts / "search-running.png"), full_page=True)
     page.get_by_text("Finished: 6 subnets evaluated.").wait_for(timeout=150_000)
     _idle(page)
-    page.screenshot(path=str(artifacts / "search-done.png"), full_page=True)
+    if artifacts:
+        page.screenshot(path=str(artifacts / "search-done.png"), full_page=True)
+
+
+def test_search_explore_compare(app_server, browser, artifacts):
+    page = browser.new_page(viewport={"width": 1400, "height": 2000})  # whole pages in shots
+    page.goto(app_server)
+    _small_search(page, artifacts)
 
     # Explore: keyboard on the FLOP budget slider until the best subnet under it changes.
     page.get_by_role("link", name="Explore this run").click()
@@ -113,7 +127,7 @@ def test_search_explore_compare(app_server, browser, artifacts):
     page.get_by_role("heading", name="Compare").wait_for(timeout=30_000)
     _idle(page)
     chips = page.get_by_test_id("stMultiSelect").locator("span[data-tag]")
-    assert chips.count() == 2
+    expect(chips).to_have_count(2, timeout=30_000)  # the page may still be drawing
     started = time.time()
     page.get_by_role("button", name="Compute per-class accuracy").click()
     page.get_by_role("heading", name="Per-class accuracy (search-validation)").wait_for()
@@ -122,4 +136,72 @@ def test_search_explore_compare(app_server, browser, artifacts):
     _idle(page, timeout=120_000)
     assert time.time() - started < 120
     page.screenshot(path=str(artifacts / "compare.png"), full_page=True)
+    page.close()
+
+
+def test_finetune_export_download(app_server, browser, artifacts, tmp_path):
+    """Fine-tune a subnet of the walk's run for one epoch, export it, download the zip."""
+    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
+    page.goto(app_server)
+    _nav(page, "Fine-tune & Export")
+    heading = page.get_by_role("heading", name="Fine-tune & Export")
+    heading.wait_for(timeout=60_000)
+    _idle(page)
+    if page.get_by_text("No runs yet").count():  # run on its own: make the walk's run first
+        _small_search(page)
+        _nav(page, "Fine-tune & Export")
+        heading.wait_for(timeout=60_000)
+        _idle(page)
+
+    _set_number(page, "Epochs", 1)
+    page.get_by_role("button", name="Start fine-tune").click()
+    page.get_by_text(re.compile(r"^Epoch 1 of 1 · batch \d+ of \d+$")).wait_for(timeout=120_000)
+    page.screenshot(path=str(artifacts / "finetune-running.png"), full_page=True)
+    page.get_by_text(re.compile(r"^Fine-tuned in ")).wait_for(timeout=300_000)
+    _idle(page)
+    table = page.get_by_test_id("stDataFrame").first
+    expect(table).to_contain_text("done")
+    # the fine-tune just made is the export source
+    expect(page.get_by_role("combobox", name="Source")).to_have_value(re.compile(r"^Fine-tune "))
+    page.screenshot(path=str(artifacts / "finetune-done.png"), full_page=True)
+
+    page.get_by_text("Also make an INT8 model").click()
+    _idle(page)
+    page.get_by_role("button", name="Export", exact=True).click()
+    page.get_by_text(re.compile(r"^Step \d of \d+: ")).first.wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"^Exported ")).wait_for(timeout=300_000)
+    _idle(page)
+    expect(page.get_by_text(re.compile(r"^Parity passed")).first).to_be_visible()
+    expect(
+        page.get_by_role("cell", name="ONNX Runtime latency, batch 32", exact=True)
+    ).to_be_visible()
+    expect(page.get_by_role("heading", name=re.compile(r"^Model card: "))).to_be_visible()
+    page.screenshot(path=str(artifacts / "export-done.png"), full_page=True)
+    page.get_by_text("Report of").scroll_into_view_if_needed()  # the app scrolls, not the page
+    page.screenshot(path=str(artifacts / "export-report.png"))
+    downloads = page.get_by_role("button", name="All files (.zip)")
+    downloads.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "export-downloads.png"))
+
+    with page.expect_download(timeout=60_000) as info:
+        downloads.click()
+    download = info.value
+    assert download.suggested_filename.endswith(".zip")
+    path = tmp_path / download.suggested_filename
+    download.save_as(path)
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        card = zf.read("MODEL_CARD.md").decode()
+    expected = {"model.onnx", "model.int8.onnx", "model.safetensors", "subnet.json"}
+    assert expected | {"model_card.json", "MODEL_CARD.md"} <= names, names
+    assert "Fine-tuned (`" in card and "**passed**" in card
+
+    # Explore: the fine-tune is a diamond over its subnet.
+    _nav(page, "Explore")
+    chart = page.get_by_test_id("stPlotlyChart").filter(has_text="Pareto front")
+    chart.wait_for(timeout=30_000)
+    page.get_by_role("slider", name="FLOP budget").wait_for(timeout=30_000)
+    _idle(page)
+    expect(chart.locator("text.legendtext").filter(has_text="Fine-tuned")).to_have_count(1)
+    page.screenshot(path=str(artifacts / "explore-finetuned.png"), full_page=True)
     page.close()
