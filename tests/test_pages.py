@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
 from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
+from engine.errors import ConfigError
 from engine.finetune import FinetuneRecipe, finetune
 from engine.models import create_model
 from engine.pareto import knee, pareto_front
@@ -538,6 +539,8 @@ def test_finetune_in_background_with_progress_cancel_and_resume(db):
     assert {m.label for m in at.metric} >= {"Training loss", "Training accuracy"}
     assert button(at, "Start fine-tune").disabled and button(at, "Export").disabled
     assert "A fine-tune is running" in " ".join(c.value for c in at.caption)
+    with Store(db) as store, pytest.raises(ConfigError, match="A fine-tune is already running"):
+        registry().start_export(store, run_id, subnet_id)  # one job at a time, of any kind
     at.selectbox(key=f"_fx_source_{run_id}_{subnet_id}").set_value(job.finetune_id).run()
     assert f"Fine-tune {job.finetune_id} is still running" in errors(at)  # not exportable yet
 
