@@ -242,5 +242,16 @@ def _read_state(path: Path) -> dict | None:
     return {**state, "row": json.loads(state["row"])}
 
 
-def delete_finetune_files(fid: str) -> None:
-    shutil.rmtree(finetune_dir(fid), ignore_errors=True)
+def delete_run_and_files(store: Store, run_id: str, *, force: bool = False) -> None:
+    """Delete a run's rows, then its fine-tune folders and the export folders Prunescope made.
+
+    Export folders outside $PRUNESCOPE_HOME (a CLI `--out`) belong to the user and are kept.
+    """
+    finetunes, exports = store.finetunes(run_id), store.exports(run_id)
+    store.delete_run(run_id, force=force)
+    for fid in finetunes["finetune_id"]:
+        shutil.rmtree(finetune_dir(fid), ignore_errors=True)
+    managed = (home_dir() / "exports").resolve()
+    for out_dir in exports["out_dir"].dropna():
+        if Path(out_dir).resolve().is_relative_to(managed):
+            shutil.rmtree(out_dir, ignore_errors=True)

@@ -49,16 +49,25 @@ def describe_weights(spec: ModelSpec) -> str:
 
 
 def start_run(
-    store: Store, model_spec: ModelSpec, data_spec: DataSpec, cfg: SearchConfig
+    store: Store,
+    model_spec: ModelSpec,
+    data_spec: DataSpec,
+    cfg: SearchConfig,
+    *,
+    parent: Parent | None = None,
 ) -> tuple[str, Parent]:
-    """Prepare the parent, validate the constraint, and record a new run."""
-    parent = load_parent(
-        model_spec,
-        data_spec,
-        round_to=cfg.round_to,
-        importance=cfg.importance,
-        batch_size=cfg.batch_size,
-    )
+    """Prepare the parent (or reuse `parent`, loaded from these specs), validate the constraint,
+    and record a new run."""
+    if parent is None:
+        parent = load_parent(
+            model_spec,
+            data_spec,
+            round_to=cfg.round_to,
+            importance=cfg.importance,
+            batch_size=cfg.batch_size,
+        )
+    elif (parent.space.round_to, parent.space.importance) != (cfg.round_to, cfg.importance):
+        raise ConfigError("The given parent's space was built with another round_to/importance.")
     budget = budget_for(parent, cfg.constraint)
     run_id = store.create_run(
         model=parent.model_spec.name,

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.errors import PrunescopeError
+from engine.finetune import delete_run_and_files
 from engine.pareto import best_under_budget
 from ui import jobs, resources
 from ui.charts import overlay_figure, valid_rows
@@ -92,11 +93,14 @@ if resume.button(
 if delete.button("Delete…", icon=":material/delete:", disabled=working):
     st.session_state["_confirm_delete"] = target
 if st.session_state.get("_confirm_delete") == target:
-    st.warning(f"Delete run {target} and its {run['evaluated']} subnets? This cannot be undone.")
+    st.warning(
+        f"Delete run {target}, its {run['evaluated']} subnets and its fine-tune and export "
+        "files? This cannot be undone."
+    )
     yes, no = st.columns(2)
     if yes.button("Yes, delete", type="primary"):
         try:
-            store.delete_run(target)
+            delete_run_and_files(store, target)
         except PrunescopeError as exc:
             resources.show_error(exc)
         else:

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
+from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig, home_dir
 from engine.errors import ConfigError, StoreError
 from engine.export import FILES, PARITY_TOLERANCE, export_subnet, load_subnet_files, session
 from engine.finetune import (
     STATE_FILE,
     FinetuneRecipe,
+    delete_run_and_files,
     distillation_loss,
     finetune,
     finetune_dir,
@@ -244,3 +245,20 @@ def test_cli_export_of_a_missing_run_is_a_clear_error(tmp_path):
     result = _cli("export", "nope", "1", "--out", str(tmp_path / "o"), "--db", str(db))
     assert result.returncode == 2 and "no run 'nope'" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
+
+
+def test_deleting_a_run_removes_its_files_but_not_a_users_out_dir(tmp_path, stored):
+    db, run_id, subnet_id, _ = stored
+    managed = home_dir() / "exports" / "to-go"
+    managed.mkdir(parents=True)
+    (managed / "model.onnx").write_bytes(b"x")
+    users = tmp_path / "mine"
+    users.mkdir()
+    with Store(db) as store:
+        for out in (managed, users):
+            store.add_export({"run_id": run_id, "subnet_id": subnet_id, "out_dir": str(out)})
+        folders = [finetune_dir(f) for f in store.finetunes(run_id)["finetune_id"]]
+        assert folders and all(f.is_dir() for f in folders)
+        delete_run_and_files(store, run_id)
+        assert store.runs().empty and store.finetunes(run_id).empty
+    assert not managed.exists() and users.is_dir() and not any(f.exists() for f in folders)
