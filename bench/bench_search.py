@@ -26,6 +26,7 @@ import torch
 
 from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
 from engine.evaluate import SubnetEvaluator
+from engine.models import read_checkpoint_metadata
 from engine.parent import load_parent
 from engine.pareto import best_under_budget
 from engine.search import search
@@ -38,8 +39,8 @@ BUDGETS = (25, 50, 75)
 
 def parent_checkpoint(data: DataSpec, epochs: int) -> Path:
     path = CACHE / f"resnet20_{data.name}_{epochs}ep.safetensors"
-    if not path.exists():
-        print(f"training the parent for {epochs} epochs -> {path}", flush=True)
+    if not path.exists() or read_checkpoint_metadata(path).get("epochs_done") != epochs:
+        print(f"training (or resuming) the parent for {epochs} epochs -> {path}", flush=True)
         result = train_parent(
             ModelSpec(name="resnet20", weights="random"), data, TrainConfig(epochs=epochs), path
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import threading
 import time
@@ -22,14 +21,22 @@ import torch
 from torch import nn
 
 from engine.config import home_dir
-from engine.errors import ConfigError, WeightsError
+from engine.errors import ConfigError
 from engine.evaluate import SubnetEvaluator, accuracy_and_loss
 from engine.models import apply_state_dict, read_state_dict, save_checkpoint
 from engine.parent import Parent
 from engine.search import resume_parent
 from engine.space import materialize
 from engine.store import Store
-from engine.train import Cancelled, Progress, TrainConfig, make_optimizer, train_epoch
+from engine.train import (
+    Cancelled,
+    Progress,
+    TrainConfig,
+    load_training_state,
+    make_optimizer,
+    save_training_state,
+    train_epoch,
+)
 
 STATE_FILE = "state.pt"  # optimizer, schedule and weights after the last finished epoch
 WEIGHTS_FILE = "model.safetensors"  # the finished fine-tuned subnet
@@ -155,12 +162,12 @@ def finetune(
         "seconds": 0.0,
         "checkpoint": None,
     }
-    state = _read_state(folder / STATE_FILE)
+    state = load_training_state(folder / STATE_FILE)
     if state is not None:  # resume after the last finished epoch
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        row.update(state["row"], status="running", message=None)
+        row.update(state["extra"], status="running", message=None)
     store.save_finetune(row)
     loss_fn = distillation_loss(parent.model.eval(), recipe) if recipe.distill else None
     start = time.perf_counter() - row["seconds"]
@@ -181,7 +188,8 @@ def finetune(
             stats["epoch"], stats["seconds"] = epoch + 1, time.perf_counter() - start
             row.update(epochs_done=epoch + 1, seconds=stats["seconds"])
             row["history"] = [*row["history"], stats]
-            _write_state(folder / STATE_FILE, model, opt, sched, row)
+            extra = {k: row[k] for k in ("epochs_done", "history", "seconds")}
+            save_training_state(folder / STATE_FILE, model, opt, sched, extra)
             store.save_finetune(row)
             if progress:
                 progress({"stage": "epoch", "epochs": recipe.epochs, **stats})
@@ -214,32 +222,6 @@ def _weights_metadata(parent: Parent, subnet: dict, fid: str, recipe: FinetuneRe
         "hash": subnet["hash"],
         "recipe": recipe.to_dict(),
     }
-
-
-def _write_state(path: Path, model, opt, sched, row: dict) -> None:
-    """torch.save to a temporary file, then an atomic rename: a kill never leaves half a state."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    state = {
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "row": json.dumps({k: row[k] for k in ("epochs_done", "history", "seconds")}),
-    }
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _read_state(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(
-            f"The fine-tune state {path} cannot be read ({exc}); delete it to start over."
-        ) from exc
-    return {**state, "row": json.loads(state["row"])}
 
 
 def delete_run_and_files(store: Store, run_id: str, *, force: bool = False) -> None:

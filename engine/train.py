@@ -6,9 +6,12 @@ the same loop serves the CLI's progress bar and the dashboard's background worke
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,9 +21,15 @@ from torch import nn
 
 from engine.config import DataSpec, ModelSpec
 from engine.data import Splits, load_dataset
-from engine.errors import ConfigError
+from engine.errors import ConfigError, WeightsError
 from engine.evaluate import accuracy_and_loss
-from engine.models import create_model, save_checkpoint
+from engine.models import (
+    apply_state_dict,
+    create_model,
+    read_checkpoint_metadata,
+    read_state_dict,
+    save_checkpoint,
+)
 
 Progress = Callable[[dict], None]
 
@@ -134,6 +143,10 @@ def train_parent(
 ) -> dict:
     """Train `model_spec` from scratch on `data_spec`; the checkpoint is rewritten every epoch.
 
+    A checkpoint left unfinished by the same recipe is resumed from its last epoch (with the
+    optimizer and schedule state saved beside it; without that state the schedule is replayed
+    and momentum restarts).
+
     The checkpoint is a .safetensors file whose metadata holds the model and data specs, the
     recipe and the accuracies, so `ModelSpec(weights="file", weights_path=checkpoint)` rebuilds it.
     """
@@ -149,12 +162,15 @@ def train_parent(
         }
     )
     model = create_model(spec)
-    steps = cfg.epochs * math.ceil(len(splits.fit_idx) / cfg.batch_size)
-    opt, sched = make_optimizer(model, cfg, steps)
+    steps_per_epoch = math.ceil(len(splits.fit_idx) / cfg.batch_size)
+    opt, sched = make_optimizer(model, cfg, cfg.epochs * steps_per_epoch)
     val_x, val_y = splits.tensors("val")
     test_x, test_y = splits.tensors("test")
-    start, history = time.perf_counter(), []
-    for epoch in range(cfg.epochs):
+    first, elapsed = _resume_parent_training(
+        checkpoint, spec, data_spec, cfg, model, opt, sched, steps_per_epoch
+    )
+    start, history, test_accuracy = time.perf_counter() - elapsed, [], None
+    for epoch in range(first, cfg.epochs):
         stats = train_epoch(model, splits, cfg, opt, sched, epoch, progress=progress, cancel=cancel)
         stats["val_accuracy"], stats["val_loss"] = accuracy_and_loss(model, val_x, val_y)
         stats["epoch"], stats["seconds"] = epoch + 1, time.perf_counter() - start
@@ -171,9 +187,13 @@ def train_parent(
             "test_accuracy": test_accuracy,
             "seconds": stats["seconds"],
         }
+        save_training_state(_state_path(checkpoint), model, opt, sched, {})
         save_checkpoint(model, checkpoint, meta)
         if progress:
             progress({"stage": "epoch", **stats, "epochs": cfg.epochs})
+    if first == cfg.epochs:  # already finished: report what the checkpoint says
+        test_accuracy = read_checkpoint_metadata(checkpoint).get("test_accuracy")
+    _state_path(checkpoint).unlink(missing_ok=True)
     return {
         "model": model.eval(),
         "history": history,
@@ -181,3 +201,61 @@ def train_parent(
         "seconds": time.perf_counter() - start,
         "checkpoint": str(checkpoint),
     }
+
+
+def _state_path(checkpoint: str | Path) -> Path:
+    return Path(checkpoint).with_suffix(".state.pt")
+
+
+def _resume_parent_training(checkpoint, spec, data_spec, cfg, model, opt, sched, steps_per_epoch):
+    """(first epoch to train, seconds already spent) for an unfinished same-recipe checkpoint."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        return 0, 0.0
+    meta = read_checkpoint_metadata(path)
+    same = (
+        meta.get("train") == cfg.to_dict()
+        and meta.get("data") == data_spec.to_dict()
+        and (meta.get("model") or {}).get("name") == spec.name
+    )
+    if not same:
+        return 0, 0.0
+    done = int(meta.get("epochs_done") or 0)
+    apply_state_dict(model, read_state_dict(path))
+    state = load_training_state(_state_path(path))
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+    else:
+        with warnings.catch_warnings():  # stepping a schedule before the optimizer: intended
+            warnings.simplefilter("ignore")
+            for _ in range(done * steps_per_epoch):
+                sched.step()
+    return done, float(meta.get("seconds") or 0.0)
+
+
+def save_training_state(path: Path, model: nn.Module, opt, sched, extra: dict) -> None:
+    """Weights, optimizer and schedule state (+ JSON-able `extra`), written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "extra": json.dumps(extra),
+    }
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_training_state(path: Path) -> dict | None:
+    """What `save_training_state` wrote (loaded with weights_only=True), or None."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"The training state {path} cannot be read ({exc}); delete it to start over."
+        ) from exc
+    return {**state, "extra": json.loads(state["extra"])}

@@ -217,8 +217,7 @@ def test_sigkilled_cli_finetune_resumes_and_exports_int8(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert state.exists(), proc.stderr.read().decode(errors="replace")
-    done_before = torch.load(state, weights_only=True)["row"]
-    epochs_before = json.loads(done_before)["epochs_done"]
+    epochs_before = json.loads(torch.load(state, weights_only=True)["extra"])["epochs_done"]
     assert 1 <= epochs_before < 4
 
     result = _cli(*args, timeout=300)
