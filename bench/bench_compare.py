@@ -1,0 +1,325 @@
+"""Prunescope's fronts against Torch-Pruning and random search on CIFAR-10 (issue 6).
+
+    .venv/bin/python -m bench.bench_compare --data-root ../shared/datasets/cifar10 --write
+
+One parent (CIFAR ResNet-20 trained by the engine's `train_parent`, cached in bench/cache/); for
+each FLOPs budget the best subnet of
+- Prunescope's default (guided) search and its uniform-width sweep, N evaluations each;
+- Torch-Pruning as its README shows it: MagnitudePruner with group L1 importance and one uniform
+  ratio, and global pruning with group Taylor importance, the ratio bisected to the budget
+  (round_to=8 like Prunescope's spaces);
+- random search within the budget, N evaluations.
+Each is measured right after pruning without and with BatchNorm recalibration, then fine-tuned
+with one short recipe (same epochs, schedule and seed), with and without distillation. Then the
+rank correlation between front accuracy and fine-tuned test accuracy, and search throughput
+against the parent's own forward-pass GFLOP/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.metadata
+import itertools
+import math
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from bench.bench_search import parent_checkpoint
+from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
+from engine.cost import measure
+from engine.evaluate import accuracy_and_loss, recalibrate_batchnorm
+from engine.finetune import FinetuneRecipe, distillation_loss
+from engine.models import read_checkpoint_metadata
+from engine.parent import Parent, load_parent
+from engine.pareto import best_under_budget, pareto_front
+from engine.search import search, start_run
+from engine.space import classifier_name, materialize
+from engine.store import Store
+from engine.train import make_optimizer, train_epoch
+
+RESULTS = Path(__file__).parent / "RESULTS.md"
+METHODS = ("prunescope", "uniform", "tp_l1", "tp_taylor", "random")
+LABELS = {
+    "prunescope": "Prunescope default (guided)",
+    "uniform": "Prunescope uniform sweep",
+    "tp_l1": "Torch-Pruning MagnitudePruner, L1, uniform ratio",
+    "tp_taylor": "Torch-Pruning global Taylor",
+    "random": "random search",
+}
+TAYLOR_IMAGES = 512
+
+
+# --- the methods ---------------------------------------------------------------------------------
+
+
+def prunescope_search(store: Store, parent: Parent, sampler: str, pct: float, n: int, seed: int):
+    """A search through the engine; returns (rows, wall seconds)."""
+    cfg = SearchConfig(
+        num_subnets=n, sampler=sampler, seed=seed, constraint=Constraint("flops", pct, True)
+    )
+    start = time.perf_counter()
+    run_id, _ = start_run(store, parent.model_spec, parent.data_spec, cfg, parent=parent)
+    search(store, run_id, parent, cfg)
+    return store.subnets(run_id), time.perf_counter() - start
+
+
+def tp_prune(parent: Parent, ratio: float, kind: str) -> nn.Module:
+    """Torch-Pruning's one-shot pruning of a copy of the parent at `ratio`."""
+    model = copy.deepcopy(parent.model).eval()
+    classifier = model.get_submodule(classifier_name(model))
+    if kind == "l1":
+        importance, global_pruning = tp.importance.GroupMagnitudeImportance(p=1), False
+    else:
+        importance, global_pruning = tp.importance.GroupTaylorImportance(), True
+    pruner = tp.pruner.MetaPruner(
+        model,
+        parent.example_input,
+        importance=importance,
+        pruning_ratio=ratio,
+        global_pruning=global_pruning,
+        max_pruning_ratio=0.9,
+        ignored_layers=[classifier],
+        round_to=8,
+    )
+    if kind == "taylor":
+        x, y = parent.splits.tensors("calib")
+        model.zero_grad()
+        for i in range(0, min(TAYLOR_IMAGES, len(x)), 64):
+            nn.functional.cross_entropy(model(x[i : i + 64]), y[i : i + 64]).backward()
+    pruner.step()
+    model.zero_grad(set_to_none=True)
+    return model.eval()
+
+
+def tp_at_budget(parent: Parent, budget: float, kind: str) -> tuple[nn.Module, float, float]:
+    """Bisect the pruning ratio to the largest subnet with FLOPs <= budget; (model, ratio, s)."""
+    start = time.perf_counter()
+    lo, hi, best = 0.0, 0.95, None
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        model = tp_prune(parent, mid, kind)
+        if measure(model, parent.example_input)[0] <= budget:
+            best, hi = (model, mid), mid
+        else:
+            lo = mid
+    if best is None:
+        best = (tp_prune(parent, hi, kind), hi)
+    return best[0], best[1], time.perf_counter() - start
+
+
+# --- measurements --------------------------------------------------------------------------------
+
+
+def short_finetune(model: nn.Module, parent: Parent, recipe: FinetuneRecipe) -> float:
+    """The same short fine-tune for every starting point; returns test accuracy."""
+    model = copy.deepcopy(model)
+    torch.manual_seed(recipe.seed)
+    cfg = recipe.train_config()
+    steps = cfg.epochs * math.ceil(len(parent.splits.fit_idx) / cfg.batch_size)
+    opt, sched = make_optimizer(model, cfg, steps, schedule="cosine")
+    loss_fn = distillation_loss(parent.model.eval(), recipe) if recipe.distill else None
+    for epoch in range(cfg.epochs):
+        train_epoch(model, parent.splits, cfg, opt, sched, epoch, loss_fn=loss_fn)
+    return accuracy_and_loss(model, *parent.splits.tensors("test"))[0]
+
+
+def score(model: nn.Module, parent: Parent, recipe: FinetuneRecipe) -> dict:
+    """Accuracy without and with recalibration, and after the fine-tune with and without KD."""
+    val = parent.splits.tensors("val")
+    flops, params = measure(model, parent.example_input)
+    raw = accuracy_and_loss(model, *val)[0]
+    recalibrated = recalibrate_batchnorm(copy.deepcopy(model), parent.splits.tensors("calib")[0])
+    out = {"flops": flops, "params": params, "val_raw": raw}
+    out["val_recal"] = accuracy_and_loss(recalibrated, *val)[0]
+    out["test_ft"] = short_finetune(recalibrated, parent, recipe)
+    kd = FinetuneRecipe(**{**recipe.to_dict(), "distill": True})
+    out["test_ft_kd"] = short_finetune(recalibrated, parent, kd)
+    return out
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-a: (concordant - discordant) / pairs; tied pairs count as neither."""
+    pairs = list(itertools.combinations(range(len(a)), 2))
+    sign = lambda v: (v > 0) - (v < 0)  # noqa: E731
+    return sum(sign(a[i] - a[j]) * sign(b[i] - b[j]) for i, j in pairs) / max(len(pairs), 1)
+
+
+def forward_gflops(parent: Parent, batch_size: int = 256) -> float:
+    """The machine's practical limit: the parent's own eval forward pass, GFLOP/s."""
+    x = parent.splits.tensors("val")[0]
+    accuracy_and_loss(parent.model, x[:batch_size], parent.splits.tensors("val")[1][:batch_size])
+    start = time.perf_counter()
+    accuracy_and_loss(parent.model, x, parent.splits.tensors("val")[1], batch_size)
+    return parent.cost.parent_flops * len(x) / (time.perf_counter() - start) / 1e9
+
+
+def spread(front, k: int):
+    """k rows of a front spread evenly along FLOPs."""
+    front = front.sort_values("flops").reset_index(drop=True)
+    picks = sorted({round(i * (len(front) - 1) / max(k - 1, 1)) for i in range(k)})
+    return front.iloc[picks]
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data-root", help="CIFAR-10 as an ImageFolder; default: the built-in set")
+    ap.add_argument("--epochs", type=int, default=24, help="parent training epochs (cached)")
+    ap.add_argument("--parent", help="a trained checkpoint instead of the cached CIFAR parent")
+    ap.add_argument("--budgets", type=float, nargs="+", default=[25, 50, 75])
+    ap.add_argument("--subnets", type=int, default=150, help="evaluations per search")
+    ap.add_argument("--finetune-epochs", type=int, default=1)
+    ap.add_argument("--tau-subnets", type=int, default=8)
+    ap.add_argument("--train-size", type=int, help="use a training subset (smoke runs only)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--write", action="store_true", help="append the tables to bench/RESULTS.md")
+    args = ap.parse_args()
+
+    data = (
+        DataSpec(name="imagefolder", root=args.data_root, train_size=args.train_size)
+        if args.data_root
+        else DataSpec(train_size=args.train_size)
+    )
+    checkpoint = Path(args.parent) if args.parent else parent_checkpoint(data, args.epochs)
+    model_spec = ModelSpec(name="resnet20", weights="file", weights_path=str(checkpoint))
+    parent = load_parent(model_spec, data)
+    meta = read_checkpoint_metadata(checkpoint)
+    recipe = FinetuneRecipe(epochs=args.finetune_epochs, seed=args.seed)
+    lines = [
+        f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"{platform.python_version()}; "
+        + ", ".join(
+            f"{p} {importlib.metadata.version(p)}"
+            for p in ("torch", "torchvision", "torch-pruning", "onnxruntime")
+        ),
+        f"parent: resnet20 trained {meta.get('epochs_done')} epochs in {meta.get('seconds', 0):.0f}s, "
+        f"test {meta.get('test_accuracy') or accuracy_and_loss(parent.model, *parent.splits.tensors('test'))[0]:.4f}, "
+        f"search-validation {parent.accuracy:.4f}, {parent.cost.parent_flops / 1e6:.1f} MFLOPs",
+        f"fine-tune: {recipe.epochs} epoch(s), {recipe.optimizer} lr {recipe.lr} cosine, batch "
+        f"{recipe.batch_size}, seed {recipe.seed}; KD: T={recipe.temperature}, alpha={recipe.alpha}",
+    ]
+    for line in lines:
+        print(line, flush=True)
+    limit = forward_gflops(parent)
+    images = len(parent.splits.calib_idx) + len(parent.splits.val_idx)
+    results, walls, throughput = {}, {}, []
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.duckdb") as store:
+        uniform_rows, walls["uniform"] = prunescope_search(
+            store, parent, "uniform", 100, args.subnets, args.seed
+        )
+        every = [uniform_rows]
+        for pct in args.budgets:
+            budget = parent.cost.parent_flops * pct / 100
+            picks = {"uniform": best_under_budget(uniform_rows, budget)}
+            for method, sampler in (("prunescope", "guided"), ("random", "random")):
+                rows, wall = prunescope_search(store, parent, sampler, pct, args.subnets, args.seed)
+                walls[(method, pct)] = wall
+                throughput.append(float(rows["flops"].sum()) * images / wall / 1e9)
+                picks[method] = best_under_budget(rows, budget)
+                if method == "prunescope":
+                    every.append(rows)
+            for method, row in picks.items():
+                model = materialize(
+                    parent.model, parent.space, row["encoding"], parent.example_input
+                )
+                results[(method, pct)] = score(model, parent, recipe)
+                print(f"  {pct:g}% {method}: {results[(method, pct)]}", flush=True)
+            for kind in ("l1", "taylor"):
+                model, ratio, wall = tp_at_budget(parent, budget, kind)
+                walls[(f"tp_{kind}", pct)] = wall
+                results[(f"tp_{kind}", pct)] = {**score(model, parent, recipe), "ratio": ratio}
+                print(f"  {pct:g}% tp_{kind}: {results[(f'tp_{kind}', pct)]}", flush=True)
+        front = pareto_front(pd.concat(every, ignore_index=True))
+    tau_rows = spread(front, args.tau_subnets)
+    tau_val, tau_test = [], []
+    for row in tau_rows.itertuples():
+        model = materialize(parent.model, parent.space, row.encoding, parent.example_input)
+        recalibrated = recalibrate_batchnorm(model, parent.splits.tensors("calib")[0])
+        tau_val.append(float(row.accuracy))
+        tau_test.append(short_finetune(recalibrated, parent, recipe))
+    tau = kendall_tau(tau_val, tau_test)
+    report = format_report(
+        args,
+        lines,
+        parent.cost.parent_flops,
+        results,
+        walls,
+        throughput,
+        limit,
+        tau,
+        tau_val,
+        tau_test,
+    )
+    print(report)
+    if args.write:
+        with RESULTS.open("a") as fh:
+            fh.write(report)
+
+
+def format_report(
+    args, lines, parent_flops, results, walls, throughput, limit, tau, tau_val, tau_test
+) -> str:
+    command = "    .venv/bin/python -m bench.bench_compare " + " ".join(
+        f"--{k.replace('_', '-')} {v if not isinstance(v, list) else ' '.join(map(str, v))}"
+        for k, v in vars(args).items()
+        if v not in (None, False)
+    )
+    out = ["", "## Prunescope vs Torch-Pruning and random search (issue 6)", "", command, ""]
+    out += [f"- {line}" for line in lines] + [""]
+    out.append(
+        "| budget | method | MFLOPs (% parent) | params | val acc, no recal | val acc, recal | "
+        "test acc after fine-tune | ... with KD | search s |"
+    )
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    for pct in args.budgets:
+        for method in METHODS:
+            r = results[(method, pct)]
+            wall = walls.get((method, pct), walls.get(method))
+            out.append(
+                f"| {pct:g}% | {LABELS[method]} | {r['flops'] / 1e6:.2f} "
+                f"({100 * r['flops'] / parent_flops:.1f}%) | {r['params']:,} | "
+                f"{100 * r['val_raw']:.2f}% | {100 * r['val_recal']:.2f}% | "
+                f"{100 * r['test_ft']:.2f}% | {100 * r['test_ft_kd']:.2f}% | {wall:.0f} |"
+            )
+    out.append("")
+    verdicts = []
+    for pct in args.budgets:
+        ps, l1, ta = (results[(m, pct)] for m in ("prunescope", "tp_l1", "tp_taylor"))
+        beats = ps["val_recal"] > l1["val_recal"] and ps["test_ft"] > l1["test_ft"]
+        not_worse = ps["test_ft"] >= ta["test_ft"]
+        verdicts.append(
+            f"- {pct:g}%: beats TP uniform L1 after recalibration and after fine-tune: "
+            f"{'yes' if beats else 'NO'}; no worse than TP global Taylor after fine-tune: "
+            f"{'yes' if not_worse else 'NO'}"
+        )
+    out += ["Targets:", ""] + verdicts
+    mean_tp = sum(throughput) / len(throughput)
+    out += [
+        "",
+        f"Proxy fidelity: Kendall tau between search-validation accuracy (recalibrated) and test "
+        f"accuracy after the short fine-tune, {len(tau_val)} subnets along the front: **{tau:.2f}** "
+        f"(val {[round(v, 4) for v in tau_val]}, test {[round(t, 4) for t in tau_test]}).",
+        "",
+        f"Throughput: Prunescope searches achieved {mean_tp:.1f} GFLOP/s on average (calibration "
+        f"+ validation forward passes of every evaluated subnet over the search's wall time) vs "
+        f"{limit:.1f} GFLOP/s for the parent's own eval forward pass at batch 256: "
+        f"**{100 * mean_tp / limit:.0f}%** (target >= 50%).",
+        "",
+    ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
