@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import importlib.metadata
 import itertools
-import math
 import platform
 import tempfile
 import time
@@ -36,14 +36,14 @@ from bench.bench_search import parent_checkpoint
 from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
 from engine.cost import measure
 from engine.evaluate import accuracy_and_loss, recalibrate_batchnorm
-from engine.finetune import FinetuneRecipe, distillation_loss
+from engine.finetune import FinetuneRecipe, training_setup
 from engine.models import read_checkpoint_metadata
 from engine.parent import Parent, load_parent
 from engine.pareto import best_under_budget, pareto_front
 from engine.search import search, start_run
 from engine.space import classifier_name, materialize
 from engine.store import Store
-from engine.train import make_optimizer, train_epoch
+from engine.train import train_epoch
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 METHODS = ("prunescope", "uniform", "tp_l1", "tp_taylor", "random")
@@ -130,10 +130,7 @@ def short_finetune(model: nn.Module, parent: Parent, recipe: FinetuneRecipe) -> 
     """The same short fine-tune for every starting point; returns test accuracy."""
     model = copy.deepcopy(model)
     torch.manual_seed(recipe.seed)
-    cfg = recipe.train_config()
-    steps = cfg.epochs * math.ceil(len(parent.splits.fit_idx) / cfg.batch_size)
-    opt, sched = make_optimizer(model, cfg, steps, schedule="cosine")
-    loss_fn = distillation_loss(parent.model.eval(), recipe) if recipe.distill else None
+    cfg, opt, sched, loss_fn = training_setup(model, parent, recipe)
     for epoch in range(cfg.epochs):
         train_epoch(model, parent.splits, cfg, opt, sched, epoch, loss_fn=loss_fn)
     return accuracy_and_loss(model, *parent.splits.tensors("test"))[0]
@@ -148,7 +145,7 @@ def score(model: nn.Module, parent: Parent, recipe: FinetuneRecipe) -> dict:
     out = {"flops": flops, "params": params, "val_raw": raw}
     out["val_recal"] = accuracy_and_loss(recalibrated, *val)[0]
     out["test_ft"] = short_finetune(recalibrated, parent, recipe)
-    kd = FinetuneRecipe(**{**recipe.to_dict(), "distill": True})
+    kd = dataclasses.replace(recipe, distill=True)
     out["test_ft_kd"] = short_finetune(recalibrated, parent, kd)
     return out
 
@@ -162,10 +159,10 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
 
 def forward_gflops(parent: Parent, batch_size: int = 256) -> float:
     """The machine's practical limit: the parent's own eval forward pass, GFLOP/s."""
-    x = parent.splits.tensors("val")[0]
-    accuracy_and_loss(parent.model, x[:batch_size], parent.splits.tensors("val")[1][:batch_size])
+    x, y = parent.splits.tensors("val")
+    accuracy_and_loss(parent.model, x[:batch_size], y[:batch_size])  # warm-up
     start = time.perf_counter()
-    accuracy_and_loss(parent.model, x, parent.splits.tensors("val")[1], batch_size)
+    accuracy_and_loss(parent.model, x, y, batch_size)
     return parent.cost.parent_flops * len(x) / (time.perf_counter() - start) / 1e9
 
 

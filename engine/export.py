@@ -25,18 +25,16 @@ from torch import nn
 from engine.config import ModelSpec, home_dir
 from engine.errors import ConfigError, ExportError
 from engine.evaluate import SubnetEvaluator, accuracy_and_loss
-from engine.finetune import load_finetuned
+from engine.finetune import cut_with_weights, load_finetuned, usable_subnet
 from engine.model_card import LATENCY_BATCHES, model_card_markdown
 from engine.models import (
-    apply_state_dict,
     count_params,
     create_model,
-    read_state_dict,
     save_checkpoint,
 )
 from engine.parent import Parent
 from engine.search import resume_parent
-from engine.space import SearchSpace, materialize
+from engine.space import SearchSpace
 from engine.store import Store
 
 PARITY_TOLERANCE = 1e-4  # max |ONNX Runtime - PyTorch| on float32 logits
@@ -219,13 +217,9 @@ def load_subnet_files(weights: str | Path, description: str | Path) -> nn.Module
     if desc.get("format") != DESCRIPTION_FORMAT:
         raise ConfigError(f"{description} is not a Prunescope subnet description.")
     spec = ModelSpec(**{**desc["model"], "weights": "random", "weights_path": None})
-    architecture = create_model(spec)
     example = torch.zeros(1, spec.in_channels, spec.image_size, spec.image_size)
-    model = materialize(
-        architecture, SearchSpace.from_dict(desc["space"]), desc["encoding"], example
-    )
-    apply_state_dict(model, read_state_dict(weights))
-    return model.eval()
+    space = SearchSpace.from_dict(desc["space"])
+    return cut_with_weights(create_model(spec), space, desc["encoding"], example, weights)
 
 
 # --- the export of one stored subnet ---------------------------------------------------------
@@ -263,9 +257,7 @@ def export_subnet(
 
     step("model")
     run = store.run(run_id)
-    subnet = store.subnet(run_id, subnet_id)
-    if subnet.get("error") or subnet.get("accuracy") is None:
-        raise ConfigError(f"Subnet {subnet_id} of run {run_id} failed to evaluate; pick another.")
+    subnet = usable_subnet(store, run_id, subnet_id)
     parent = parent or resume_parent(run)
     encoding = subnet["encoding"]
     tuned = None
@@ -337,6 +329,7 @@ def export_subnet(
 
     step("card")
     flops, params = float(subnet["flops"]), int(subnet["params"])
+    onnx_bytes = files["onnx"].stat().st_size
     report = {
         "export_id": export_id,
         "run_id": run_id,
@@ -359,8 +352,8 @@ def export_subnet(
             "params_counted": count_params(model),
             "flops_ratio": flops / float(run["parent_flops"]),
             "params_ratio": params / float(run["parent_params"]),
-            "onnx_bytes": files["onnx"].stat().st_size,
-            "size_ratio": files["onnx"].stat().st_size / parent_bytes,
+            "onnx_bytes": onnx_bytes,
+            "size_ratio": onnx_bytes / parent_bytes,
         },
         "accuracy": {
             "val_recalibrated": float(subnet["accuracy"]),

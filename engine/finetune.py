@@ -111,11 +111,36 @@ def distillation_loss(teacher: nn.Module, recipe: FinetuneRecipe):
     return loss
 
 
-def load_finetuned(parent: Parent, encoding, weights: str | Path) -> nn.Module:
-    """The fine-tuned subnet: the parent's architecture cut to `encoding`, with saved weights."""
-    model = materialize(parent.model, parent.space, encoding, parent.example_input)
+def usable_subnet(store: Store, run_id: str, subnet_id: int) -> dict:
+    """The stored subnet row; ConfigError when it failed to evaluate (nothing to build on)."""
+    subnet = store.subnet(run_id, subnet_id)
+    if subnet.get("error") or subnet.get("accuracy") is None:
+        raise ConfigError(f"Subnet {subnet_id} of run {run_id} failed to evaluate; pick another.")
+    return subnet
+
+
+def training_setup(model: nn.Module, parent: Parent, recipe: FinetuneRecipe):
+    """(TrainConfig, optimizer, cosine schedule, loss) for fine-tuning `model` with `recipe`;
+    the loss is cross-entropy (None) or distillation from the parent."""
+    cfg = recipe.train_config()
+    steps = cfg.epochs * math.ceil(len(parent.splits.fit_idx) / cfg.batch_size)
+    opt, sched = make_optimizer(model, cfg, steps, schedule="cosine")
+    loss_fn = distillation_loss(parent.model.eval(), recipe) if recipe.distill else None
+    return cfg, opt, sched, loss_fn
+
+
+def cut_with_weights(
+    architecture: nn.Module, space, encoding, example: torch.Tensor, weights: str | Path
+) -> nn.Module:
+    """`architecture` cut to `encoding` (only the shapes matter), then the saved weights loaded."""
+    model = materialize(architecture, space, encoding, example)
     apply_state_dict(model, read_state_dict(weights))
     return model.eval()
+
+
+def load_finetuned(parent: Parent, encoding, weights: str | Path) -> nn.Module:
+    """The fine-tuned subnet: the parent's architecture cut to `encoding`, with saved weights."""
+    return cut_with_weights(parent.model, parent.space, encoding, parent.example_input, weights)
 
 
 def finetune(
@@ -130,9 +155,7 @@ def finetune(
 ) -> dict:
     """Fine-tune one stored subnet; returns its `finetunes` row. Resumes where it stopped."""
     recipe = recipe or FinetuneRecipe()
-    subnet = store.subnet(run_id, subnet_id)
-    if subnet.get("error") or subnet.get("accuracy") is None:
-        raise ConfigError(f"Subnet {subnet_id} of run {run_id} failed to evaluate; pick another.")
+    subnet = usable_subnet(store, run_id, subnet_id)
     fid = finetune_id(run_id, subnet_id, recipe)
     folder = finetune_dir(fid)
     existing = store.finetune(fid)
@@ -143,9 +166,7 @@ def finetune(
     model = SubnetEvaluator(parent).build(subnet["encoding"])  # recalibrated, as scored
     val_x, val_y = splits.tensors("val")
     test_x, test_y = splits.tensors("test")
-    cfg = recipe.train_config()
-    steps = cfg.epochs * math.ceil(len(splits.fit_idx) / cfg.batch_size)
-    opt, sched = make_optimizer(model, cfg, steps, schedule="cosine")
+    cfg, opt, sched, loss_fn = training_setup(model, parent, recipe)
     row = {
         "finetune_id": fid,
         "run_id": run_id,
@@ -169,7 +190,6 @@ def finetune(
         sched.load_state_dict(state["scheduler"])
         row.update(state["extra"], status="running", message=None)
     store.save_finetune(row)
-    loss_fn = distillation_loss(parent.model.eval(), recipe) if recipe.distill else None
     start = time.perf_counter() - row["seconds"]
     try:
         for epoch in range(row["epochs_done"], recipe.epochs):

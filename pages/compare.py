@@ -77,12 +77,9 @@ st.dataframe(
 st.caption(FLOPS_NOTE)
 
 st.subheader("Kept channels per group")
-groups = run["space"]["groups"]
 st.plotly_chart(
     widths_figure(
-        [g["name"] for g in groups],
-        [g["size"] for g in groups],
-        {f"Subnet {i}": list(valid.at[i, "encoding"]) for i in picked},
+        run["space"]["groups"], {f"Subnet {i}": list(valid.at[i, "encoding"]) for i in picked}
     ),
     key="compare_widths",
 )

@@ -118,12 +118,9 @@ st.selectbox(
 if row is not None:
     # Fine-tune & Export opens on the subnet shown here (a plain key: it outlives this page).
     st.session_state.setdefault("_explored", {})[run_id] = int(row["subnet_id"])
-    groups = run["space"]["groups"]
     st.plotly_chart(
         widths_figure(
-            [g["name"] for g in groups],
-            [g["size"] for g in groups],
-            {f"Subnet {int(row['subnet_id'])}": list(row["encoding"])},
+            run["space"]["groups"], {f"Subnet {int(row['subnet_id'])}": list(row["encoding"])}
         ),
         key="explore_widths",
     )

@@ -149,13 +149,9 @@ with numbers:
     )
     st.caption(FLOPS_NOTE)
 with widths:
-    groups = run["space"]["groups"]
     st.plotly_chart(
         widths_figure(
-            [g["name"] for g in groups],
-            [g["size"] for g in groups],
-            {f"Subnet {subnet_id}": list(row["encoding"])},
-            height=300,
+            run["space"]["groups"], {f"Subnet {subnet_id}": list(row["encoding"])}, height=300
         ),
         key="fx_widths",
     )

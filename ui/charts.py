@@ -242,9 +242,12 @@ def _marker(fig, row, run, x, scale, name, color, symbol, size) -> None:
 
 
 def widths_figure(
-    names: list[str], parent_widths: list[int], subnets: dict[str, list[int]], height: int = 360
+    groups: list[dict], subnets: dict[str, list[int]], height: int = 360
 ) -> go.Figure:
-    """Kept channels per group: the parent's full widths next to each subnet's, as grouped bars."""
+    """Kept channels per group (a run's `space["groups"]`): the parent's full widths next to
+    each subnet's, as grouped bars."""
+    names = [g["name"] for g in groups]
+    parent_widths = [g["size"] for g in groups]
     fig = go.Figure()
     full = np.asarray(parent_widths, dtype=float)
     fig.add_trace(
