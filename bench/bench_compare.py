@@ -32,7 +32,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from bench.bench_search import parent_checkpoint
+from bench.common import RESULTS, command_line, parent_checkpoint
 from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
 from engine.cost import measure
 from engine.evaluate import accuracy_and_loss, recalibrate_batchnorm
@@ -45,7 +45,6 @@ from engine.space import classifier_name, materialize
 from engine.store import Store
 from engine.train import train_epoch
 
-RESULTS = Path(__file__).parent / "RESULTS.md"
 METHODS = ("prunescope", "uniform", "tp_l1", "tp_taylor", "random")
 LABELS = {
     "prunescope": "Prunescope default (guided)",
@@ -279,11 +278,7 @@ def main() -> None:
 def format_report(
     args, lines, parent_flops, results, walls, throughput, limit, tau, tau_val, tau_test
 ) -> str:
-    command = "    .venv/bin/python -m bench.bench_compare " + " ".join(
-        f"--{k.replace('_', '-')} {v if not isinstance(v, list) else ' '.join(map(str, v))}"
-        for k, v in vars(args).items()
-        if v not in (None, False)
-    )
+    command = "    " + command_line("bench_compare", args)
     out = ["", "## Prunescope vs Torch-Pruning and random search (issue 6)", "", command, ""]
     out += [f"- {line}" for line in lines] + [""]
     out.append(

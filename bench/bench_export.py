@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from bench.bench_search import CACHE, parent_checkpoint
+from bench.common import CACHE, RESULTS, command_line, parent_checkpoint
 from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
 from engine.export import export_subnet
 from engine.models import read_checkpoint_metadata
@@ -32,7 +32,6 @@ from engine.store import Store
 from engine.train import TrainConfig, train_parent
 
 BUDGETS = (50, 25)
-RESULTS = Path(__file__).parent / "RESULTS.md"
 
 
 def mobilenet_checkpoint(data: DataSpec, epochs: int) -> Path:
@@ -152,8 +151,7 @@ def main() -> None:
         with RESULTS.open("a") as fh:
             fh.write(
                 "\n## ONNX Runtime speed, size and INT8 of exported subnets (issue 5) — CIFAR-10\n\n"
-                f"    .venv/bin/python -m bench.bench_export --data-root {args.data_root} "
-                f"--subnets {args.subnets} --runs {args.runs} --write\n\n{header}; ONNX Runtime "
+                f"    {command_line('bench_export', args)}\n\n{header}; ONNX Runtime "
                 f"{rows[0]['threads']} intra-op threads, median of {args.runs} runs.\n\n"
                 + HEADER
                 + "\n"

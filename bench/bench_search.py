@@ -1,9 +1,9 @@
 """Cost and quality of Prunescope's search on ResNet-20 (issue 3).
 
-    .venv/bin/python -m bench.bench_search --data-root ../shared/datasets/cifar10 --epochs 10
+    .venv/bin/python -m bench.bench_search --data-root ../shared/datasets/cifar10 --epochs 24 --subnets 40 --write
     .venv/bin/python -m bench.bench_search --parent engine/assets/resnet20_synthetic.safetensors
 
-Prints (and with --write appends to bench/RESULTS.md):
+Prints (and with --write appends to bench/RESULTS.md, with the command):
 - cost: subnets evaluated per minute, the share of each evaluation spent outside forward passes
   (materialize + copy + bookkeeping; target <= 25%), and the evaluation time of a ~30%-FLOPs
   subnet as a share of the parent's (target <= 60%);
@@ -24,30 +24,16 @@ from pathlib import Path
 
 import torch
 
+from bench.common import RESULTS, command_line, parent_checkpoint
 from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
-from engine.evaluate import SubnetEvaluator
+from engine.evaluate import SubnetEvaluator, accuracy_and_loss
 from engine.models import read_checkpoint_metadata
 from engine.parent import load_parent
 from engine.pareto import best_under_budget
-from engine.search import search
+from engine.search import search, start_run
 from engine.store import Store
-from engine.train import TrainConfig, train_parent
 
-CACHE = Path(__file__).parent / "cache"
 BUDGETS = (25, 50, 75)
-
-
-def parent_checkpoint(data: DataSpec, epochs: int) -> Path:
-    path = CACHE / f"resnet20_{data.name}_{epochs}ep.safetensors"
-    if not path.exists() or read_checkpoint_metadata(path).get("epochs_done") != epochs:
-        print(f"training (or resuming) the parent for {epochs} epochs -> {path}", flush=True)
-        result = train_parent(
-            ModelSpec(name="resnet20", weights="random"), data, TrainConfig(epochs=epochs), path
-        )
-        print(
-            f"  test accuracy {result['test_accuracy']:.4f} in {result['seconds']:.0f}s", flush=True
-        )
-    return path
 
 
 def cost_figures(parent, repeats: int) -> dict:
@@ -90,22 +76,8 @@ def quality_table(parent, model: ModelSpec, data: DataSpec, subnets: int, seed: 
                     seed=seed,
                     constraint=Constraint("flops", pct, True),
                 )
-                run_id = store.create_run(
-                    model=model.name,
-                    weights="bench",
-                    dataset=data.name,
-                    constraint_text=str(cfg.constraint),
-                    sampler=sampler,
-                    num_subnets=subnets,
-                    parent_accuracy=parent.accuracy,
-                    parent_loss=parent.loss,
-                    parent_flops=parent.cost.parent_flops,
-                    parent_params=parent.cost.parent_params,
-                    budget=parent.cost.parent_flops * pct / 100,
-                    config={"search": cfg.to_dict()},
-                    space=parent.space.to_dict(),
-                )
                 start = time.perf_counter()
+                run_id, _ = start_run(store, model, data, cfg, parent=parent)
                 search(store, run_id, parent, cfg)
                 rows = store.subnets(run_id)
                 print(
@@ -135,36 +107,48 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parent", help="use this trained checkpoint instead of training one")
+    ap.add_argument("--write", action="store_true", help="append the figures to bench/RESULTS.md")
     args = ap.parse_args()
     data = DataSpec(name="imagefolder", root=args.data_root) if args.data_root else DataSpec()
     checkpoint = Path(args.parent) if args.parent else parent_checkpoint(data, args.epochs)
     model = ModelSpec(name="resnet20", weights="file", weights_path=str(checkpoint))
     parent = load_parent(model, data)
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads; "
-        f"torch {torch.__version__}"
+    meta = read_checkpoint_metadata(checkpoint)
+    test = (
+        meta.get("test_accuracy")
+        or accuracy_and_loss(parent.model, *parent.splits.tensors("test"))[0]
     )
-    print(
-        f"parent: resnet20 on {data.name}, val accuracy {parent.accuracy:.4f}, "
-        f"{parent.cost.parent_flops / 1e6:.1f} MFLOPs (2 x MACs); calib {data.calib_size}, val {data.val_size} images"
-    )
+    out = [
+        "",
+        f"## Search cost and quality (issue 3) — {data.name}",
+        "",
+        "    " + command_line("bench_search", args),
+        "",
+        f"- machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+        f"threads; torch {torch.__version__}",
+        f"- parent: resnet20 on {data.name}, {meta.get('epochs_done')} epochs, test accuracy "
+        f"{test:.4f} ({meta.get('seconds', 0):.0f} s of training), search-validation {parent.accuracy:.4f}, "
+        f"{parent.cost.parent_flops / 1e6:.1f} MFLOPs (2 x MACs); calib {data.calib_size}, "
+        f"val {data.val_size} images",
+    ]
+    print("\n".join(out), flush=True)
     cost = cost_figures(parent, args.repeats)
-    print("\n## Cost of search")
-    print(
-        f"subnets evaluated per minute (parent and ~30% subnet alternating): {cost['per_minute']:.1f}"
-    )
-    print(
-        f"share of evaluation time outside forward passes: {100 * cost['outside_share']:.1f}% (target <= 25%)"
-    )
-    print(
-        f"evaluation time of a {100 * cost['small_flops_share']:.0f}%-FLOPs subnet vs the parent: "
-        f"{100 * cost['eval_share']:.0f}% (target <= 60%)"
-    )
-    print(
-        f"\n## Quality of search ({args.subnets} evaluations each; best search-validation accuracy)"
-    )
+    cost_lines = [
+        "",
+        "Cost of search:",
+        "",
+        f"- subnets evaluated per minute (parent and ~30% subnet alternating): {cost['per_minute']:.1f}",
+        f"- share of evaluation time outside forward passes: {100 * cost['outside_share']:.1f}% "
+        "(target <= 25%)",
+        f"- evaluation time of a {100 * cost['small_flops_share']:.0f}%-FLOPs subnet vs the parent: "
+        f"{100 * cost['eval_share']:.0f}% (target <= 60%)",
+        "",
+        f"Quality of search ({args.subnets} evaluations each; best search-validation accuracy):",
+        "",
+    ]
+    print("\n".join(cost_lines), flush=True)
     table = quality_table(parent, model, data, args.subnets, args.seed)
-    print("| budget | guided | uniform sweep | random |\n|---|---|---|---|")
+    rows = ["| budget | guided | uniform sweep | random |", "|---|---|---|---|"]
     for b in BUDGETS:
         cells = []
         for s in ("guided", "uniform", "random"):
@@ -174,9 +158,13 @@ def main() -> None:
                 if acc is None
                 else f"{100 * acc:.2f}%" + (f" ({n} unique)" if s == "uniform" else "")
             )
-        print(f"| {b}% FLOPs | " + " | ".join(cells) + " |")
+        rows.append(f"| {b}% FLOPs | " + " | ".join(cells) + " |")
     wins = all((table[("guided", b)][0] or 0) > (table[("uniform", b)][0] or 0) for b in BUDGETS)
-    print(f"\nguided beats the uniform sweep at every budget: {'yes' if wins else 'NO'}")
+    rows += ["", f"Guided beats the uniform sweep at every budget: {'yes' if wins else 'NO'}", ""]
+    print("\n".join(rows))
+    if args.write:
+        with RESULTS.open("a") as fh:
+            fh.write("\n".join(out + cost_lines + rows))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,41 @@
+"""What the benchmarks share: the parent cache, the results file, the command that reran them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engine.config import DataSpec, ModelSpec
+from engine.models import read_checkpoint_metadata
+from engine.train import TrainConfig, train_parent
+
+CACHE = Path(__file__).parent / "cache"
+RESULTS = Path(__file__).parent / "RESULTS.md"
+
+
+def parent_checkpoint(data: DataSpec, epochs: int) -> Path:
+    """The cached ResNet-20 parent trained `epochs` epochs on `data` (trained or resumed here)."""
+    path = CACHE / f"resnet20_{data.name}_{epochs}ep.safetensors"
+    if not path.exists() or read_checkpoint_metadata(path).get("epochs_done") != epochs:
+        print(f"training (or resuming) the parent for {epochs} epochs -> {path}", flush=True)
+        result = train_parent(
+            ModelSpec(name="resnet20", weights="random"), data, TrainConfig(epochs=epochs), path
+        )
+        print(
+            f"  test accuracy {result['test_accuracy']:.4f} in {result['seconds']:.0f}s", flush=True
+        )
+    return path
+
+
+def command_line(module: str, args: argparse.Namespace) -> str:
+    """The exact command that reproduces a run, as written into RESULTS.md."""
+    parts = [f".venv/bin/python -m bench.{module}"]
+    for key, value in vars(args).items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, list):
+            parts.append(f"{flag} {' '.join(map(str, value))}")
+        elif value not in (None, False):
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
