@@ -180,7 +180,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--data-root", help="CIFAR-10 as an ImageFolder; default: the built-in set")
-    ap.add_argument("--epochs", type=int, default=24, help="parent training epochs (cached)")
+    ap.add_argument("--epochs", type=int, default=50, help="parent training epochs (cached)")
     ap.add_argument("--parent", help="a trained checkpoint instead of the cached CIFAR parent")
     ap.add_argument("--budgets", type=float, nargs="+", default=[25, 50, 75])
     ap.add_argument("--subnets", type=int, default=150, help="evaluations per search")
