@@ -7,7 +7,8 @@ lets a killed search resume where it stopped.
 
 - `uniform`: every group at the same fraction of its width, swept across the whole range.
 - `random`: independent widths per group, within the budget.
-- `guided`: the uniform sweep as a first front, then evolution: mutations and crossovers of
+- `guided`: the uniform sweep as a first front (its largest subnets within the budget first, so
+  evolution starts from the best simple answer), then evolution: mutations and crossovers of
   front members, half of them aimed just under the user's budget, half anywhere on the front.
 """
 
@@ -27,6 +28,7 @@ from engine.space import Encoding, SearchSpace, encoding_hash
 SAMPLERS = ("guided", "uniform", "random")
 RANDOM_BATCH = 2048  # candidates drawn at once and filtered by cost
 GUIDED_SEED_SHARE = 0.2  # share of a guided run spent on the uniform sweep before evolving
+GUIDED_FIRST = 2  # uniform subnets just within the budget, evaluated before the rest of the sweep
 NEAR_BUDGET = 0.8  # guided "budget" proposals land between this share of the budget and the budget
 
 
@@ -135,17 +137,31 @@ class GuidedSampler(Sampler):
 
     name = "guided"
 
+    _seeds: list[Encoding] | None = None
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.uniform = UniformSampler(*args, **kwargs)
         self.random = RandomSampler(*args, **kwargs)
 
+    def seeds(self) -> list[Encoding]:
+        """The uniform sweep, led by its largest subnets within the budget."""
+        if self._seeds is None:
+            sweep = self.uniform.sweep()
+            costs = self.metric_of(sweep)
+            within = sorted(
+                (i for i in range(len(sweep)) if costs[i] <= self.budget), key=lambda i: -costs[i]
+            )
+            first = [sweep[i] for i in within[:GUIDED_FIRST]]
+            self._seeds = first + [e for e in sweep if e not in first]
+        return self._seeds
+
     def propose(self, history, rng):
         seeds = max(4, int(GUIDED_SEED_SHARE * self.total))
         if sum(h.accuracy is not None for h in history) < seeds:
-            proposal = self.uniform.propose(history, rng)
-            if proposal:
-                return proposal
+            choice = _unseen(self.seeds(), _seen(history))
+            if choice:
+                return choice, "uniform"
         seen = _seen(history)
         near_budget = rng.random() < 0.5
         for _ in range(200):

@@ -116,6 +116,24 @@ def test_uniform_sweep_spans_the_range_first(parent):
     assert sweep[0] == parent.space.minimal() and sweep[1] == parent.space.full()
 
 
+def test_guided_starts_from_the_largest_uniform_subnets_within_the_budget(parent):
+    budget = parent.cost.parent_flops * 0.5
+    sampler = make_sampler("guided", parent.space, parent.cost, "flops", budget, total=20)
+    sweep = sampler.uniform.sweep()
+    within = sorted(
+        (e for e in sweep if sampler.metric_of([e])[0] <= budget),
+        key=lambda e: -sampler.metric_of([e])[0],
+    )
+    history = []
+    for i in range(2):
+        encoding, name = sampler.propose(history, np.random.default_rng([2, i]))
+        assert (encoding, name) == (within[i], "uniform")
+        history += _history(sampler, [encoding])
+    # then the rest of the sweep, coarse to fine: the first front spans the whole range
+    encoding, _ = sampler.propose(history, np.random.default_rng([2, 2]))
+    assert encoding == parent.space.minimal()
+
+
 def test_guided_spends_proposals_near_the_budget(parent):
     budget = parent.cost.parent_flops * 0.5
     sampler = make_sampler("guided", parent.space, parent.cost, "flops", budget, total=20)
