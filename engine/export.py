@@ -115,18 +115,25 @@ def parity(model: nn.Module, sess, x: torch.Tensor) -> dict[str, float]:
     return out
 
 
-def latency_ms(sess, shape: tuple[int, ...], batch: int, runs: int) -> float:
-    """Median wall time of `runs` timed runs (after 3 warm-ups) at this batch size."""
+def latencies_ms(sessions: dict, shape: tuple[int, ...], batch: int, runs: int) -> dict:
+    """Median wall time per session of `runs` timed runs (after 3 warm-ups) at this batch size.
+
+    The sessions take turns run by run (in alternating order), so a change in machine load
+    during the measurement hits all of them alike and their ratios stay fair.
+    """
     x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
-    feed = {sess.get_inputs()[0].name: x}
-    for _ in range(3):
-        sess.run(None, feed)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    feeds = {name: {s.get_inputs()[0].name: x} for name, s in sessions.items()}
+    for name, sess in sessions.items():
+        for _ in range(3):
+            sess.run(None, feeds[name])
+    times = {name: [] for name in sessions}
+    order = list(sessions)
+    for i in range(runs):
+        for name in order if i % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            sessions[name].run(None, feeds[name])
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
 def onnx_accuracy(sess, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -247,7 +254,7 @@ def export_subnet(
     export_id = uuid.uuid4().hex[:12]
     folder = Path(out_dir) if out_dir else home_dir() / "exports" / export_id
     threads = threads or torch.get_num_threads()
-    steps = ["model", "onnx", "parity", "parent", "latency", "int8", "card"]
+    steps = ["model", "onnx", "parity", "parent", "int8", "latency", "card"]
 
     def step(name: str) -> None:
         if progress:
@@ -297,35 +304,35 @@ def export_subnet(
     shape = tuple(parent.example_input.shape[1:])
     with tempfile.TemporaryDirectory() as tmp:
         parent_onnx = export_onnx(parent.model, parent.example_input, Path(tmp) / "parent.onnx")
-        parent_sess = session(parent_onnx, threads)
+        sessions = {"parent": session(parent_onnx, threads), "subnet": sess}
         parent_bytes = parent_onnx.stat().st_size
+
+        step("int8")
+        int8_report = None
+        if int8:
+            quantize_int8(files["onnx"], files["onnx_int8"], calib_x)
+            sessions["int8"] = session(files["onnx_int8"], threads)
+            int8_accuracy = onnx_accuracy(sessions["int8"], val_x, val_y)
+            int8_report = {
+                "val_accuracy": int8_accuracy,
+                "val_accuracy_drop": ort_val_accuracy - int8_accuracy,
+                "bytes": files["onnx_int8"].stat().st_size,
+                "latency": {},
+                "calibration_images": min(512, len(calib_x)),
+                "scheme": "static, QDQ, per-channel int8 weights, uint8 activations (MinMax)",
+            }
+        else:
+            files.pop("onnx_int8")
+
         step("latency")
         latency = {"threads": threads, "runs": runs, "subnet": {}, "parent": {}}
-        for batch in LATENCY_BATCHES:  # interleaved, so machine load hits both alike
-            latency["parent"][f"batch_{batch}_ms"] = latency_ms(parent_sess, shape, batch, runs)
-            latency["subnet"][f"batch_{batch}_ms"] = latency_ms(sess, shape, batch, runs)
-            latency[f"speedup_batch_{batch}"] = (
-                latency["parent"][f"batch_{batch}_ms"] / latency["subnet"][f"batch_{batch}_ms"]
-            )
-
-    step("int8")
-    int8_report = None
-    if int8:
-        quantize_int8(files["onnx"], files["onnx_int8"], calib_x)
-        int8_sess = session(files["onnx_int8"], threads)
-        int8_accuracy = onnx_accuracy(int8_sess, val_x, val_y)
-        int8_report = {
-            "val_accuracy": int8_accuracy,
-            "val_accuracy_drop": ort_val_accuracy - int8_accuracy,
-            "bytes": files["onnx_int8"].stat().st_size,
-            "latency": {
-                f"batch_{b}_ms": latency_ms(int8_sess, shape, b, runs) for b in LATENCY_BATCHES
-            },
-            "calibration_images": min(512, len(calib_x)),
-            "scheme": "static, QDQ, per-channel int8 weights, uint8 activations (MinMax)",
-        }
-    else:
-        files.pop("onnx_int8")
+        for batch in LATENCY_BATCHES:
+            ms = latencies_ms(sessions, shape, batch, runs)
+            for name in ("parent", "subnet"):
+                latency[name][f"batch_{batch}_ms"] = ms[name]
+            latency[f"speedup_batch_{batch}"] = ms["parent"] / ms["subnet"]
+            if int8_report:
+                int8_report["latency"][f"batch_{batch}_ms"] = ms["int8"]
 
     step("card")
     flops, params = float(subnet["flops"]), int(subnet["params"])

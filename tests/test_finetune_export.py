@@ -16,7 +16,14 @@ import torch
 
 from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig, home_dir
 from engine.errors import ConfigError, StoreError
-from engine.export import FILES, PARITY_TOLERANCE, export_subnet, load_subnet_files, session
+from engine.export import (
+    FILES,
+    PARITY_TOLERANCE,
+    export_subnet,
+    latencies_ms,
+    load_subnet_files,
+    session,
+)
 from engine.finetune import (
     STATE_FILE,
     FinetuneRecipe,
@@ -261,3 +268,27 @@ def test_deleting_a_run_removes_its_files_but_not_a_users_out_dir(tmp_path, stor
         delete_run_and_files(store, run_id)
         assert store.runs().empty and store.finetunes(run_id).empty
     assert not managed.exists() and users.is_dir() and not any(f.exists() for f in folders)
+
+
+class _Clocked:
+    """A stand-in ORT session that logs its calls and takes a fixed time per run."""
+
+    def __init__(self, name, log, seconds):
+        self.name, self.log, self.seconds = name, log, seconds
+
+    def get_inputs(self):
+        return [type("Input", (), {"name": "x"})]
+
+    def run(self, _outputs, feed):
+        self.log.append(self.name)
+        time.sleep(self.seconds)
+        return [feed["x"]]
+
+
+def test_latencies_take_turns_so_load_hits_every_session_alike():
+    log = []
+    sessions = {"parent": _Clocked("parent", log, 0.004), "subnet": _Clocked("subnet", log, 0.001)}
+    ms = latencies_ms(sessions, (3, 4, 4), batch=2, runs=6)
+    timed = log[6:]  # after 3 warm-ups each
+    assert timed == ["parent", "subnet", "subnet", "parent"] * 3
+    assert ms["parent"] > ms["subnet"] >= 1.0

@@ -20,8 +20,8 @@ EXPORT_STEPS = {
     "onnx": "Exporting to ONNX and running the full checker",
     "parity": "Comparing ONNX Runtime with PyTorch",
     "parent": "Exporting the parent for comparison",
-    "latency": "Timing ONNX Runtime on this CPU",
     "int8": "Quantizing to INT8 (when asked)",
+    "latency": "Timing ONNX Runtime on this CPU (parent, subnet and INT8 taking turns)",
     "card": "Writing the model card and the zip",
 }
 SESSION_KEYS = {"search": "job_id", "finetune": "finetune_job_id", "export": "export_job_id"}
