@@ -48,6 +48,8 @@ FILES = {  # role -> file name inside the export folder
     "card_json": "model_card.json",
     "card_md": "MODEL_CARD.md",
 }
+LATENCY_BLOCK = 5  # timed runs per turn of a session
+LATENCY_PAUSE_S = 0.05  # before each turn: the previous session's threads stop spinning
 
 
 # --- ONNX building blocks ------------------------------------------------------------------------
@@ -116,10 +118,12 @@ def parity(model: nn.Module, sess, x: torch.Tensor) -> dict[str, float]:
 
 
 def latencies_ms(sessions: dict, shape: tuple[int, ...], batch: int, runs: int) -> dict:
-    """Median wall time per session of `runs` timed runs (after 3 warm-ups) at this batch size.
+    """Median wall time per session of `runs` timed runs at this batch size.
 
-    The sessions take turns run by run (in alternating order), so a change in machine load
-    during the measurement hits all of them alike and their ratios stay fair.
+    The sessions take turns in blocks of LATENCY_BLOCK runs (in alternating order), so a change
+    in machine load hits all of them alike. Each block starts after a pause and one untimed run:
+    ONNX Runtime's threads keep spinning after a run, and the last session's spinning threads
+    would otherwise slow the next one (measured: run-by-run turns doubled batch-32 times here).
     """
     x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
     feeds = {name: {s.get_inputs()[0].name: x} for name, s in sessions.items()}
@@ -128,11 +132,14 @@ def latencies_ms(sessions: dict, shape: tuple[int, ...], batch: int, runs: int) 
             sess.run(None, feeds[name])
     times = {name: [] for name in sessions}
     order = list(sessions)
-    for i in range(runs):
+    for i, first in enumerate(range(0, runs, LATENCY_BLOCK)):
         for name in order if i % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
+            time.sleep(LATENCY_PAUSE_S)
             sessions[name].run(None, feeds[name])
-            times[name].append(time.perf_counter() - start)
+            for _ in range(min(LATENCY_BLOCK, runs - first)):
+                start = time.perf_counter()
+                sessions[name].run(None, feeds[name])
+                times[name].append(time.perf_counter() - start)
     return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
