@@ -63,8 +63,8 @@ def measure(store: Store, model: ModelSpec, data: DataSpec, args) -> list[dict]:
         fid = None
         if args.finetune_epochs:
             recipe = FinetuneRecipe(epochs=args.finetune_epochs)
-            fid = finetune(store, run_id, int(best["subnet_id"]), recipe, parent=parent)
-            fid = fid["finetune_id"]
+            row = finetune(store, run_id, int(best["subnet_id"]), recipe, parent=parent)
+            fid = row["finetune_id"]
         report = export_subnet(
             store,
             run_id,
