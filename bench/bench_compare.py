@@ -20,8 +20,11 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import hashlib
 import importlib.metadata
 import itertools
+import json
+import os
 import platform
 import tempfile
 import time
@@ -32,7 +35,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from bench.common import RESULTS, command_line, parent_checkpoint
+from bench.common import CACHE, RESULTS, command_line, parent_checkpoint
 from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
 from engine.cost import measure
 from engine.evaluate import accuracy_and_loss, recalibrate_batchnorm
@@ -53,6 +56,7 @@ LABELS = {
     "tp_taylor": "Torch-Pruning global Taylor",
     "random": "random search",
 }
+ROW_FIELDS = ("subnet_id", "flops", "params", "accuracy", "encoding", "error")
 TAYLOR_IMAGES = 512
 MAX_RATIO = 0.9  # Torch-Pruning's max_pruning_ratio: no layer loses more than this share
 
@@ -172,6 +176,76 @@ def spread(front, k: int):
     return front.iloc[picks]
 
 
+# --- resuming ----------------------------------------------------------------------------------
+
+
+class Steps:
+    """Finished steps of one comparison, kept in a JSON file so a killed run resumes.
+
+    The file is named after everything that changes a result (parent checkpoint, evaluations,
+    fine-tune recipe, seed), and rewritten atomically after every step.
+    """
+
+    def __init__(self, args: argparse.Namespace, checkpoint: Path, meta: dict):
+        key = json.dumps(
+            [
+                checkpoint.name,
+                meta.get("epochs_done"),
+                meta.get("seconds"),
+                args.subnets,
+                args.finetune_epochs,
+                args.tau_subnets,
+                args.train_size,
+                args.seed,
+            ]
+        )
+        self.path = CACHE / f"compare-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+        self.done = json.loads(self.path.read_text()) if self.path.exists() else {}
+        if self.done:
+            print(f"resuming: {len(self.done)} finished steps in {self.path}", flush=True)
+
+    def run(self, key: str, step, *args):
+        """`step(*args)`'s JSON-able result, computed once."""
+        if key not in self.done:
+            print(f"step {key} ...", flush=True)
+            self.done[key] = step(*args)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(self.done))
+            os.replace(tmp, self.path)
+        return self.done[key]
+
+
+def search_step(store: Store, parent: Parent, sampler: str, pct: float, n: int, seed: int):
+    """A search as a JSON-able step: its rows (the fields the front needs) and wall seconds."""
+    rows, wall = prunescope_search(store, parent, sampler, pct, n, seed)
+    rows = rows[[c for c in ROW_FIELDS if c in rows.columns]]
+    return {"rows": json.loads(rows.to_json(orient="records")), "wall": wall}
+
+
+def score_encoding(parent: Parent, row: pd.Series, recipe: FinetuneRecipe) -> dict:
+    """`score` of the subnet a search row encodes."""
+    model = materialize(parent.model, parent.space, row["encoding"], parent.example_input)
+    return score(model, parent, recipe)
+
+
+def finetuned_test_accuracy(parent: Parent, encoding, recipe: FinetuneRecipe) -> float:
+    """Test accuracy of a subnet recalibrated, then given the short fine-tune."""
+    model = materialize(parent.model, parent.space, encoding, parent.example_input)
+    recalibrated = recalibrate_batchnorm(model, parent.splits.tensors("calib")[0])
+    return short_finetune(recalibrated, parent, recipe)
+
+
+def tp_step(parent: Parent, budget: float, kind: str, recipe: FinetuneRecipe):
+    """Torch-Pruning at the budget, scored; `None` scores when no ratio reaches it."""
+    model, ratio, wall = tp_at_budget(parent, budget, kind)
+    return {
+        "ratio": ratio,
+        "wall": wall,
+        "score": None if model is None else score(model, parent, recipe),
+    }
+
+
 # --- the run ---------------------------------------------------------------------------------
 
 
@@ -216,46 +290,49 @@ def main() -> None:
     ]
     for line in lines:
         print(line, flush=True)
-    limit = forward_gflops(parent)
+    steps = Steps(args, checkpoint, meta)
+    limit = steps.run("limit", forward_gflops, parent)
     images = len(parent.splits.calib_idx) + len(parent.splits.val_idx)
     results, walls, throughput = {}, {}, []
+
+    def frame(key, sampler, pct):
+        done = steps.run(key, search_step, store, parent, sampler, pct, args.subnets, args.seed)
+        return pd.DataFrame(done["rows"], columns=list(ROW_FIELDS)), done["wall"]
+
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.duckdb") as store:
-        uniform_rows, walls["uniform"] = prunescope_search(
-            store, parent, "uniform", 100, args.subnets, args.seed
-        )
+        uniform_rows, walls["uniform"] = frame("search/uniform", "uniform", 100)
         every = [uniform_rows]
         for pct in args.budgets:
             budget = parent.cost.parent_flops * pct / 100
             picks = {"uniform": best_under_budget(uniform_rows, budget)}
             for method, sampler in (("prunescope", "guided"), ("random", "random")):
-                rows, wall = prunescope_search(store, parent, sampler, pct, args.subnets, args.seed)
+                rows, wall = frame(f"search/{sampler}/{pct:g}", sampler, pct)
                 walls[(method, pct)] = wall
                 throughput.append(float(rows["flops"].sum()) * images / wall / 1e9)
                 picks[method] = best_under_budget(rows, budget)
                 if method == "prunescope":
                     every.append(rows)
             for method, row in picks.items():
-                model = materialize(
-                    parent.model, parent.space, row["encoding"], parent.example_input
-                )
-                results[(method, pct)] = score(model, parent, recipe)
+                key = f"score/{method}/{pct:g}"
+                results[(method, pct)] = steps.run(key, score_encoding, parent, row, recipe)
                 print(f"  {pct:g}% {method}: {results[(method, pct)]}", flush=True)
             for kind in ("l1", "taylor"):
-                model, ratio, wall = tp_at_budget(parent, budget, kind)
-                walls[(f"tp_{kind}", pct)] = wall
-                if model is None:
-                    print(f"  {pct:g}% tp_{kind}: no ratio up to {ratio} reaches the budget")
+                done = steps.run(f"tp/{kind}/{pct:g}", tp_step, parent, budget, kind, recipe)
+                walls[(f"tp_{kind}", pct)] = done["wall"]
+                if done["score"] is None:
+                    print(
+                        f"  {pct:g}% tp_{kind}: no ratio up to {done['ratio']} reaches the budget"
+                    )
                     continue
-                results[(f"tp_{kind}", pct)] = {**score(model, parent, recipe), "ratio": ratio}
+                results[(f"tp_{kind}", pct)] = {**done["score"], "ratio": done["ratio"]}
                 print(f"  {pct:g}% tp_{kind}: {results[(f'tp_{kind}', pct)]}", flush=True)
-        front = pareto_front(pd.concat(every, ignore_index=True))
+    front = pareto_front(pd.concat(every, ignore_index=True))
     tau_rows = spread(front, args.tau_subnets)
     tau_val, tau_test = [], []
     for row in tau_rows.itertuples():
-        model = materialize(parent.model, parent.space, row.encoding, parent.example_input)
-        recalibrated = recalibrate_batchnorm(model, parent.splits.tensors("calib")[0])
         tau_val.append(float(row.accuracy))
-        tau_test.append(short_finetune(recalibrated, parent, recipe))
+        key = f"tau/{json.dumps(row.encoding)}"
+        tau_test.append(steps.run(key, finetuned_test_accuracy, parent, row.encoding, recipe))
     tau = kendall_tau(tau_val, tau_test)
     report = format_report(
         args,
