@@ -39,7 +39,7 @@ def measure(model: nn.Module, example_input: torch.Tensor) -> tuple[float, int]:
     )
 
 
-def _usage(model: nn.Module, example_input: torch.Tensor) -> dict[nn.Module, float]:
+def output_positions(model: nn.Module, example_input: torch.Tensor) -> dict[nn.Module, float]:
     """Output positions per image each conv/linear computes (spatial size, or tokens)."""
     usage: dict[nn.Module, float] = {}
 
@@ -69,7 +69,7 @@ class CostModel:
         self.space = space
         model = copy.deepcopy(parent).eval()
         self.parent_flops, self.parent_params = measure(model, example_input[:1])
-        usage = _usage(model, example_input[:1])
+        usage = output_positions(model, example_input[:1])
         layers = [
             (n, m)
             for n, m in model.named_modules()

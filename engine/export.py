@@ -33,6 +33,7 @@ from engine.models import (
     save_checkpoint,
 )
 from engine.parent import Parent
+from engine.runtime import channel_block, runtime_flops
 from engine.search import resume_parent
 from engine.space import SearchSpace
 from engine.store import Store
@@ -343,6 +344,9 @@ def export_subnet(
 
     step("card")
     flops, params = float(subnet["flops"]), int(subnet["params"])
+    block = channel_block()
+    parent_runtime = runtime_flops(parent.model, parent.example_input, block)
+    subnet_runtime = runtime_flops(model, parent.example_input, block)
     onnx_bytes = files["onnx"].stat().st_size
     report = {
         "export_id": export_id,
@@ -357,6 +361,7 @@ def export_subnet(
             "params": int(run["parent_params"]),
             "val_accuracy": float(run["parent_accuracy"]),
             "onnx_bytes": parent_bytes,
+            "runtime_flops": parent_runtime,
         },
         "subnet": {
             "encoding": encoding,
@@ -368,6 +373,8 @@ def export_subnet(
             "params_ratio": params / float(run["parent_params"]),
             "onnx_bytes": onnx_bytes,
             "size_ratio": onnx_bytes / parent_bytes,
+            "runtime_flops": subnet_runtime,
+            "runtime_flops_ratio": subnet_runtime / parent_runtime,
         },
         "accuracy": {
             "val_recalibrated": float(subnet["accuracy"]),
@@ -385,6 +392,7 @@ def export_subnet(
         "int8": int8_report,
         "preprocessing": preprocessing(parent),
         "flops_note": "FLOPs = 2 x multiply-accumulates per image (torch.utils.flop_counter).",
+        "channel_block": block,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "versions": package_versions(),
     }

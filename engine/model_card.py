@@ -27,6 +27,12 @@ def model_card_markdown(r: dict) -> str:
         f"| params | {p['params']:,} | {s['params']:,} | {s['params_ratio']:.3f} |",
         f"| ONNX file bytes | {p['onnx_bytes']:,} | {s['onnx_bytes']:,} | {s['size_ratio']:.3f} |",
     ]
+    if "runtime_flops" in s:
+        lines.append(
+            f"| FLOPs as ONNX Runtime computes them (channels padded to multiples of "
+            f"{r['channel_block']}) | {p['runtime_flops']:,.0f} | {s['runtime_flops']:,.0f} | "
+            f"{s['runtime_flops_ratio']:.3f} |"
+        )
     for batch in LATENCY_BATCHES:
         key = f"batch_{batch}_ms"
         lines.append(

@@ -5,6 +5,7 @@ import streamlit as st
 from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
 from engine.errors import PrunescopeError
 from engine.models import available_models, builtin_weights_path
+from engine.runtime import channel_block
 from engine.train import TrainConfig
 from ui import jobs, resources, weights
 from ui.format import FLOPS_NOTE, METRIC_LABELS
@@ -146,7 +147,12 @@ with settings:
             1,
             256,
             key="search_round_to",
-            help="Kept channels are multiples of this (faster on real hardware).",
+            help=(
+                "Kept channels are multiples of this. ONNX Runtime on this machine computes "
+                f"convolutions in blocks of {channel_block()} channels: a width that is not a "
+                "multiple of it costs as much as the next multiple, so saved FLOPs become saved "
+                "time only at multiples of it."
+            ),
         )
         st.selectbox("Channel importance", ["l1", "bn_scale", "taylor"], key="search_importance")
         st.number_input(

@@ -34,6 +34,7 @@ from engine.finetune import (
     finetune_id,
 )
 from engine.models import read_state_dict
+from engine.runtime import runtime_flops
 from engine.search import resume_parent, run_search
 from engine.store import Store
 from engine.train import Cancelled
@@ -162,12 +163,17 @@ def test_export_parity_card_zip_and_rebuild(tmp_path, stored):
     assert lat["threads"] >= 1 and lat["subnet"]["batch_32_ms"] > 0 and lat["speedup_batch_32"] > 0
     assert report["accuracy"]["val_before_finetune"] == pytest.approx(subnet["accuracy"], abs=1e-9)
     assert report["int8"] is None and not (out / FILES["onnx_int8"]).exists()
+    block = report["channel_block"]
+    assert report["parent"]["runtime_flops"] == runtime_flops(parent.model, parent.example_input)
+    assert report["subnet"]["runtime_flops"] >= report["subnet"]["flops"]  # padding only adds
+    assert (block > 1) or report["subnet"]["runtime_flops"] == report["subnet"]["flops"]
 
     card = json.loads((out / "model_card.json").read_text())
     assert set(card) >= CARD_FIELDS and card["subnet"]["encoding"] == subnet["encoding"]
     assert card["versions"]["torch"] == importlib.metadata.version("torch")
     text = (out / "MODEL_CARD.md").read_text()
     assert run_id in text and "parity" in text and "**passed**" in text
+    assert f"padded to multiples of {block}" in text
     assert len(rows) == 1 and rows.iloc[0]["report"]["export_id"] == report["export_id"]
 
     # the downloaded zip rebuilds in PyTorch to what ONNX Runtime computes from its ONNX file
