@@ -90,6 +90,7 @@ class CostModel:
         self._out_coef = np.zeros(n)  # params per output channel (bias, norm affine, PReLU)
         self._groups = np.ones(n)  # convolution groups, fixed unless depthwise
         self._depthwise = np.zeros(n, dtype=bool)
+        self._conv = np.zeros(n, dtype=bool)
         for i, (_, m) in enumerate(layers):
             if isinstance(m, nn.modules.conv._ConvNd):
                 out, inn = m.out_channels, m.in_channels
@@ -99,6 +100,7 @@ class CostModel:
                 self._out_coef[i] = 1 if m.bias is not None else 0
                 self._groups[i] = m.groups
                 self._depthwise[i] = m.groups > 1 and m.groups == m.out_channels
+                self._conv[i] = True
             elif isinstance(m, nn.Linear):
                 out, inn = m.out_features, m.in_features
                 self._flop_coef[i] = 2 * usage.get(m, 0.0)
@@ -153,12 +155,16 @@ class CostModel:
         self._dep_dim = np.array(dims, dtype=np.int64)
         self._dep_group = np.array(owners, dtype=np.int64)
 
-    def _model(self, encodings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Modeled FLOPs/params of the layers this class tracks, for each row of `encodings`."""
+    def _dims(self, encodings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(output, input) channels of every tracked layer, one row per encoding."""
         removed = self._tables[np.arange(len(self._dep_dim)), encodings[:, self._dep_group]]
         dims = np.repeat(self._d0[None, :], len(encodings), axis=0)
         np.add.at(dims.T, self._dep_dim, -removed.T)
-        out, inn = dims[:, 0::2], dims[:, 1::2]
+        return dims[:, 0::2], dims[:, 1::2]
+
+    def _model(self, encodings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Modeled FLOPs/params of the layers this class tracks, for each row of `encodings`."""
+        out, inn = self._dims(encodings)
         per_group_in = np.where(self._depthwise, 1.0, inn / self._groups)
         pairs = out * per_group_in
         flops = pairs @ self._flop_coef
@@ -175,6 +181,19 @@ class CostModel:
             self.parent_flops + flops - self._full_flops,
             np.rint(self.parent_params + params - self._full_params).astype(np.int64),
         )
+
+    def padded_flops(
+        self, encodings: np.ndarray | Sequence[Sequence[int]], block: int
+    ) -> np.ndarray:
+        """FLOPs per image with convolution channels padded as `engine.runtime` describes."""
+        encodings = np.asarray(encodings, dtype=np.int64).reshape(-1, len(self.space.groups))
+        out, inn = self._dims(encodings)
+        up = lambda c: np.ceil(c / block) * block  # noqa: E731
+        out = np.where(self._conv, up(out), out)
+        plain = self._conv & (self._groups == 1)
+        inn = np.where(plain & (inn >= block), up(inn), inn)
+        per_group_in = np.where(self._depthwise, 1.0, inn / self._groups)
+        return (out * per_group_in) @ self._flop_coef
 
     def cost(self, encoding: Sequence[int]) -> tuple[float, int]:
         flops, params = self.costs([encoding])

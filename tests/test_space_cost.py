@@ -10,6 +10,7 @@ from engine.config import ModelSpec
 from engine.cost import CostModel, measure
 from engine.errors import ConfigError, SpaceError
 from engine.models import create_model
+from engine.runtime import runtime_flops
 from engine.space import build_space, encoding_hash, materialize
 from tests.models_tiny import TinyNet
 
@@ -61,6 +62,20 @@ def test_tiny_net_costs_exact_for_every_encoding():
         assert cost.cost(encoding) == pytest.approx(
             measure(materialize(model, space, encoding, EXAMPLE), EXAMPLE)
         )
+
+
+@pytest.mark.parametrize("name", ["tiny", "mobilenet_v2"])
+def test_padded_flops_match_the_built_subnets(name):
+    torch.manual_seed(0)
+    model = TinyNet() if name == "tiny" else create_model(ModelSpec(name=name, weights="random"))
+    space = build_space(model, EXAMPLE, round_to=4)
+    cost = CostModel(model, space, EXAMPLE)
+    encodings = _random_encodings(space, 6, seed=2)
+    for block in (1, 8, 16):
+        padded = cost.padded_flops(encodings, block)
+        for encoding, flops in zip(encodings, padded, strict=True):
+            built = materialize(model, space, encoding, EXAMPLE)
+            assert flops == pytest.approx(runtime_flops(built, EXAMPLE, block)), (block, encoding)
 
 
 def test_materialize_keeps_the_most_important_channels():
