@@ -40,8 +40,6 @@ from engine.search import search, start_run
 from engine.store import Store
 from engine.train import TrainConfig, train_parent
 
-BUDGETS = (50, 25)
-
 
 def mobilenet_checkpoint(data: DataSpec, epochs: int) -> Path:
     path = CACHE / f"mobilenet_v2_{data.name}_{data.train_size}img_{epochs}ep.safetensors"
@@ -58,7 +56,7 @@ def mobilenet_checkpoint(data: DataSpec, epochs: int) -> Path:
 
 def measure(store: Store, model: ModelSpec, data: DataSpec, args) -> list[dict]:
     rows = []
-    for pct in BUDGETS:
+    for pct in args.budgets:
         cfg = SearchConfig(
             num_subnets=args.subnets,
             sampler="guided",
@@ -83,7 +81,7 @@ def measure(store: Store, model: ModelSpec, data: DataSpec, args) -> list[dict]:
             run_id,
             int(best["subnet_id"]),
             finetune_id=fid,
-            out_dir=Path(args.out) / f"{model.name}-{pct}",
+            out_dir=Path(args.out) / f"{model.name}-{pct}-round{args.round_to}",
             int8=True,
             runs=args.runs,
             parent=parent,
@@ -151,19 +149,23 @@ def main() -> None:
     ap.add_argument(
         "--finetune-epochs", type=int, default=1, help="before export (0: the recalibrated subnet)"
     )
+    ap.add_argument("--models", nargs="+", default=["resnet20", "mobilenet_v2"])
+    ap.add_argument("--budgets", type=int, nargs="+", default=[50, 25], help="% of parent FLOPs")
     ap.add_argument("--round-to", type=int, default=8, help="kept widths are multiples of this")
     ap.add_argument("--runs", type=int, default=30, help="timed ONNX Runtime runs per figure")
     ap.add_argument("--out", default=str(CACHE / "exports"))
     ap.add_argument("--write", action="store_true", help="append the table to bench/RESULTS.md")
     args = ap.parse_args()
     data = DataSpec(name="imagefolder", root=args.data_root)
-    resnet = parent_checkpoint(data, args.resnet_epochs)
-    small = DataSpec(name="imagefolder", root=args.data_root, train_size=args.mobilenet_images)
-    mobilenet = mobilenet_checkpoint(small, args.mobilenet_epochs)
-    models = [
-        (ModelSpec(name="resnet20", weights="file", weights_path=str(resnet)), data),
-        (ModelSpec(name="mobilenet_v2", weights="file", weights_path=str(mobilenet)), small),
-    ]
+    models = []
+    if "resnet20" in args.models:
+        resnet = parent_checkpoint(data, args.resnet_epochs)
+        models.append((ModelSpec(name="resnet20", weights="file", weights_path=str(resnet)), data))
+    if "mobilenet_v2" in args.models:
+        small = DataSpec(name="imagefolder", root=args.data_root, train_size=args.mobilenet_images)
+        mobilenet = mobilenet_checkpoint(small, args.mobilenet_epochs)
+        spec = ModelSpec(name="mobilenet_v2", weights="file", weights_path=str(mobilenet))
+        models.append((spec, small))
     lines = [
         f"machine: {platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}"
         f"; ONNX Runtime channel block {channel_block()}; widths in multiples of {args.round_to}"
