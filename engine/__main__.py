@@ -180,22 +180,31 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_finetune(args) -> int:
-    from tqdm import tqdm
+def finetune_recipe(args):
+    """The FinetuneRecipe the `finetune` command's flags describe."""
+    from engine.finetune import FinetuneRecipe
 
-    from engine.finetune import FinetuneRecipe, finetune
-    from engine.store import Store
-
-    recipe = FinetuneRecipe(
+    return FinetuneRecipe(
         epochs=args.epochs,
         optimizer=args.optimizer,
         lr=args.lr,
+        weight_decay=args.weight_decay,
         batch_size=args.batch_size,
+        augment=not args.no_augment,
         distill=args.distill,
         temperature=args.temperature,
         alpha=args.alpha,
         seed=args.seed,
     )
+
+
+def cmd_finetune(args) -> int:
+    from tqdm import tqdm
+
+    from engine.finetune import finetune
+    from engine.store import Store
+
+    recipe = finetune_recipe(args)
     bar = tqdm(total=args.epochs, unit="epoch", file=sys.stderr)
 
     def progress(event: dict) -> None:
@@ -328,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--epochs", type=int, default=5)
     ft.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
     ft.add_argument("--lr", type=float, default=0.02, help="starting learning rate (cosine decay)")
+    ft.add_argument("--weight-decay", type=float, default=5e-4)
     ft.add_argument("--batch-size", type=int, default=128)
+    ft.add_argument("--no-augment", action="store_true", help="no random crop + flip")
     ft.add_argument("--distill", action="store_true", help="distil from the parent (KL + CE)")
     ft.add_argument("--temperature", type=float, default=4.0)
     ft.add_argument("--alpha", type=float, default=0.5, help="weight of the KL term")

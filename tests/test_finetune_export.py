@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.__main__ import build_parser, finetune_recipe
 from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig, home_dir
 from engine.errors import ConfigError, StoreError
 from engine.export import (
@@ -298,3 +299,13 @@ def test_latencies_take_turns_so_load_hits_every_session_alike():
     turns = log[6:]  # after 3 warm-ups each: blocks of one untimed + up to 5 timed runs
     assert turns == ["parent"] * 6 + ["subnet"] * 6 + ["subnet"] * 2 + ["parent"] * 2
     assert ms["parent"] > ms["subnet"] >= 1.0
+
+
+def test_finetune_flags_describe_the_whole_recipe():
+    args = build_parser().parse_args(
+        ["finetune", "r", "3", "--epochs", "2", "--weight-decay", "0", "--no-augment"]
+    )
+    recipe = finetune_recipe(args)
+    assert recipe == FinetuneRecipe(epochs=2, weight_decay=0.0, augment=False)
+    default = finetune_recipe(build_parser().parse_args(["finetune", "r", "3", "--epochs", "5"]))
+    assert default == FinetuneRecipe()  # the CLI's defaults are the engine's
