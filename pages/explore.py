@@ -9,18 +9,19 @@ from ui import resources
 from ui.charts import clicked_subnet, finished_finetunes, front_figure, valid_rows, widths_figure
 from ui.format import FLOPS_NOTE, METRIC_LABELS, constraint_metric, pct, si
 from ui.nav import through_app
+from ui.progress import follow_search
 from ui.widgets import axis_controls, picked_run
 
 through_app()
 
 st.title("Explore")
 run_id, run = picked_run()
-valid = valid_rows(resources.subnets(run_id))
-if run["status"] == "running":
-    st.caption(
-        f"This run is still searching ({run['evaluated']} of {run['num_subnets']}); "
-        "rerun the page to see new subnets."
-    )
+subnets = resources.subnets(run_id)
+valid = valid_rows(subnets)
+if run["status"] == "running" and st.toggle(
+    "Follow the search", value=True, key="explore_follow", help="Redraw as new subnets arrive."
+):
+    follow_search(run_id, len(subnets), int(run["num_subnets"]))
 if valid.empty:
     st.info("This run has no evaluated subnets yet.")
     st.stop()

@@ -265,6 +265,24 @@ def test_runs_table_overlay_and_interrupted_run(db):
     assert at.selectbox(key="_run_picker").value == done
 
 
+def test_explore_follows_a_search_running_elsewhere_until_it_ends(db):
+    make_run(db, seed=1)
+    at = open_page("pages/explore.py")
+    live = make_run(db, n=12, status="running", seed=2)  # as a CLI search would leave it
+    registry().bump()  # the app learns of the new run as it would after its own write
+    at.run()
+    at.selectbox(key="_run_picker").set_value(live).run()
+    assert at.toggle(key="explore_follow").value
+    assert "still searching (13 of 12 subnets)" in " ".join(
+        c.value for c in at.caption
+    )  # + 1 failed
+    with Store(db) as store:
+        store.set_status(live, "done")
+    at.run()  # the fragment sees the run end, forgets the cached run list and redraws
+    assert not at.exception, at.exception
+    assert not at.get("toggle") and "still searching" not in " ".join(c.value for c in at.caption)
+
+
 def test_runs_delete_asks_first_then_clears_caches(db):
     keep, gone = make_run(db, seed=1), make_run(db, n=10, seed=3)
     at = open_page("pages/runs.py")

@@ -14,6 +14,8 @@ from ui.charts import front_figure
 from ui.format import constraint_metric, duration, pct
 from ui.widgets import select_run
 
+STALE_AFTER_S = 600  # a searching run that has not beaten its heart this long is dead
+
 # What each export step is doing, as engine.export names the steps.
 EXPORT_STEPS = {
     "model": "Rebuilding the subnet, measuring its accuracy, saving the weights",
@@ -165,6 +167,20 @@ def follow(job_id: str) -> None:
     show_job(job_id)
     if not jobs.registry().get(job_id).active:
         st.rerun()  # the whole page, once: drops this polling fragment
+
+
+@st.fragment(run_every="2s")
+def follow_search(run_id: str, shown: int, total: int) -> None:
+    """While a run searches (here or in another process), redraw the page as subnets arrive."""
+    store = resources.store()
+    store.mark_stale_runs_interrupted(older_than=STALE_AFTER_S)  # its process died unseen
+    status = store.run(run_id)["status"]
+    if status != "running":
+        resources.cleared()  # the cached run list still says running
+        st.rerun()
+    if store.count_subnets(run_id) != shown:
+        st.rerun()
+    st.caption(f"This run is still searching ({shown} of {total} subnets); the chart follows it.")
 
 
 def job_panel(kind: str = "search", empty: str | None = None, keep=None) -> jobs.Job | None:
