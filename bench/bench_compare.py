@@ -95,7 +95,7 @@ def tp_prune(source: nn.Module, example: torch.Tensor, ratio: float, kind: str) 
         importance, global_pruning = tp.importance.GroupMagnitudeImportance(p=1), False
     else:
         importance, global_pruning = tp.importance.GroupTaylorImportance(), True
-    pruner = tp.pruner.MetaPruner(
+    pruner = tp.pruner.MagnitudePruner(  # = MetaPruner; importance decides
         model,
         example,
         importance=importance,
@@ -282,7 +282,7 @@ def main() -> None:
             f"{p} {importlib.metadata.version(p)}"
             for p in ("torch", "torchvision", "torch-pruning", "onnxruntime")
         ),
-        f"parent: resnet20 trained {meta.get('epochs_done')} epochs in {meta.get('seconds', 0):.0f}s, "
+        f"parent: resnet20 trained {meta.get('epochs_done')} epochs in {meta.get('seconds', 0):.0f}s of wall time (pauses included), "
         f"test {meta.get('test_accuracy') or accuracy_and_loss(parent.model, *parent.splits.tensors('test'))[0]:.4f}, "
         f"search-validation {parent.accuracy:.4f}, {parent.cost.parent_flops / 1e6:.1f} MFLOPs",
         f"fine-tune: {recipe.epochs} epoch(s), {recipe.optimizer} lr {recipe.lr} cosine, batch "
