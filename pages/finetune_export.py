@@ -11,8 +11,8 @@ from engine.finetune import FinetuneRecipe, finetune_id
 from engine.pareto import knee, pareto_front
 from ui import jobs, resources
 from ui.charts import valid_rows, widths_figure
-from ui.export_view import show_report
-from ui.format import FLOPS_NOTE, duration, megabytes, pct, recipe_text, si
+from ui.export_view import RECALIBRATED, exports_table, finetunes_table, show_report
+from ui.format import FLOPS_NOTE, pct, recipe_text, si
 from ui.nav import through_app
 from ui.progress import SESSION_KEYS, busy_note, job_panel
 from ui.widgets import picked_run, remember
@@ -21,7 +21,6 @@ through_app()
 
 LIST_ALL_UP_TO = 1000  # subnets; beyond this only the front (and the preselected one) is offered
 RESUMABLE = ("cancelled", "interrupted", "failed")
-RECALIBRATED = "recalibrated"  # the export source that is not a fine-tune
 LEARNING_RATES = {"sgd": 0.02, "adamw": 0.001}  # a good start for each optimizer
 OPTIMIZERS = {"sgd": "SGD (momentum 0.9, Nesterov)", "adamw": "AdamW"}
 DEFAULTS = {
@@ -64,11 +63,6 @@ def status_of(r: dict, working: set) -> str:
 def records_of(frame: pd.DataFrame) -> list[dict]:
     """Rows as dicts with None, not NaN, where a value is missing."""
     return frame.astype(object).where(frame.notna(), None).to_dict("records")
-
-
-def change(before, after) -> str:
-    """'80.10% → 84.30%', or just the first when there is no after yet."""
-    return pct(before, 2) + ("" if after is None else f" → {pct(after, 2)}")
 
 
 remember("fx_", DEFAULTS)
@@ -250,27 +244,7 @@ if mine.empty:
 else:
     records = records_of(mine)
     st.dataframe(
-        pd.DataFrame(
-            {
-                "fine-tune": [r["finetune_id"] for r in records],
-                "status": [status_of(r, working) for r in records],
-                "recipe": [recipe_text(r["recipe"] or {}) for r in records],
-                "epochs": [
-                    f"{int(r['epochs_done'] or 0)} / {(r['recipe'] or {}).get('epochs', '?')}"
-                    for r in records
-                ],
-                "validation before → after": [
-                    change(r["val_accuracy_before"], r["val_accuracy_after"]) for r in records
-                ],
-                "test before → after": [
-                    change(r["test_accuracy_before"], r["test_accuracy_after"]) for r in records
-                ],
-                "time": [duration(r["seconds"] or 0) for r in records],
-                "started (UTC)": [r["created_at"] for r in records],
-                "message": [r["message"] or "" for r in records],
-            }
-        ),
-        hide_index=True,
+        finetunes_table(records, [status_of(r, working) for r in records]), hide_index=True
     )
     for r in records:
         status = status_of(r, working)
@@ -375,30 +349,7 @@ if exports.empty:
 records = {r["export_id"]: r for r in records_of(exports)}
 
 
-def _folder_text(out_dir: str | None) -> str:
-    return str(out_dir) + ("" if out_dir and Path(out_dir).is_dir() else "  (missing)")
-
-
-st.dataframe(
-    pd.DataFrame(
-        {
-            "export": list(records),
-            "created (UTC)": [r["created_at"] for r in records.values()],
-            "subnet": [int(r["subnet_id"]) for r in records.values()],
-            "source": [r["finetune_id"] or RECALIBRATED for r in records.values()],
-            "INT8": [bool(r["int8"]) for r in records.values()],
-            "parity": [
-                "passed" if r["report"]["parity"]["ok"] else "FAILED" for r in records.values()
-            ],
-            "speedup, batch 1": [
-                f"{r['report']['latency']['speedup_batch_1']:.2f}×" for r in records.values()
-            ],
-            "ONNX file": [megabytes(r["report"]["subnet"]["onnx_bytes"]) for r in records.values()],
-            "folder": [_folder_text(r["out_dir"]) for r in records.values()],
-        }
-    ),
-    hide_index=True,
-)
+st.dataframe(exports_table(records), hide_index=True)
 view_key = f"_fx_view_{run_id}"
 if ex_job is not None and ex_job.result:
     _follow_once(ex_job, view_key, ex_job.result["export_id"])

@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from engine.model_card import model_card_markdown
-from ui.format import FLOPS_NOTE, megabytes, pct, recipe_text, si
+from ui.format import FLOPS_NOTE, duration, megabytes, pct, recipe_text, si
 
 # Download buttons, in this order: role -> what the file is (roles as engine.export names them).
 DOWNLOADS = {
@@ -38,6 +39,65 @@ def _ratio(x: float) -> str:
 
 def _speedup(x: float) -> str:
     return f"{x:.2f}× faster" if x >= 1 else f"{1 / x:.2f}× slower"
+
+
+RECALIBRATED = "recalibrated"  # the export source that is not a fine-tune
+
+
+def _change(before, after) -> str:
+    """'80.10% → 84.30%', or just the first when there is no after yet."""
+    return pct(before, 2) + ("" if after is None else f" → {pct(after, 2)}")
+
+
+def finetunes_table(records: list[dict], statuses: list[str]) -> pd.DataFrame:
+    """One line per fine-tune of a subnet: recipe, progress, accuracy before → after."""
+    return pd.DataFrame(
+        {
+            "fine-tune": [r["finetune_id"] for r in records],
+            "status": statuses,
+            "recipe": [recipe_text(r["recipe"] or {}) for r in records],
+            "epochs": [
+                f"{int(r['epochs_done'] or 0)} / {(r['recipe'] or {}).get('epochs', '?')}"
+                for r in records
+            ],
+            "validation before → after": [
+                _change(r["val_accuracy_before"], r["val_accuracy_after"]) for r in records
+            ],
+            "test before → after": [
+                _change(r["test_accuracy_before"], r["test_accuracy_after"]) for r in records
+            ],
+            "time": [duration(r["seconds"] or 0) for r in records],
+            "started (UTC)": [r["created_at"] for r in records],
+            "message": [r["message"] or "" for r in records],
+        }
+    )
+
+
+def _folder_text(out_dir: str | None) -> str:
+    return str(out_dir) + ("" if out_dir and Path(out_dir).is_dir() else "  (missing)")
+
+
+def exports_table(records: dict[str, dict]) -> pd.DataFrame:
+    """One line per export of a run: source, checks, measured speedups, file size, folder."""
+    rows = list(records.values())
+    return pd.DataFrame(
+        {
+            "export": list(records),
+            "created (UTC)": [r["created_at"] for r in rows],
+            "subnet": [int(r["subnet_id"]) for r in rows],
+            "source": [r["finetune_id"] or RECALIBRATED for r in rows],
+            "INT8": [bool(r["int8"]) for r in rows],
+            "parity": ["passed" if r["report"]["parity"]["ok"] else "FAILED" for r in rows],
+            **{
+                f"speedup, batch {b}": [
+                    f"{r['report']['latency'][f'speedup_batch_{b}']:.2f}×" for r in rows
+                ]
+                for b in (1, 32)
+            },
+            "ONNX file": [megabytes(r["report"]["subnet"]["onnx_bytes"]) for r in rows],
+            "folder": [_folder_text(r["out_dir"]) for r in rows],
+        }
+    )
 
 
 def padding_note(block: int) -> str:
