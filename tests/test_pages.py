@@ -607,12 +607,15 @@ def test_export_report_downloads_explore_marker_and_missing_folder(db):
         "| ONNX file |",
         "| ONNX Runtime latency, batch 1 |",
         "| ONNX Runtime latency, batch 32 |",
+        f"(channels padded to multiples of {report['channel_block']}) |",
         "| Accuracy in ONNX Runtime (search-validation) |",  # the INT8 table
         "Model card: resnet20",  # MODEL_CARD.md rendered
     ):
         assert row in text, row
     speedup = f"{report['latency']['speedup_batch_1']:.2f}×"
     assert speedup in text
+    listed = next(d.value for d in at.dataframe if "export" in d.value.columns).iloc[0]
+    assert listed["speedup, batch 32"] == f"{report['latency']['speedup_batch_32']:.2f}×"
     assert f"{report['latency']['threads']} intra-op thread" in " ".join(
         c.value for c in at.caption
     )
