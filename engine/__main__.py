@@ -59,6 +59,7 @@ def cmd_search(args) -> int:
         seed=args.seed,
         round_to=args.round_to,
         importance=args.importance,
+        channel_block=args.channel_block,
         batch_size=args.batch_size,
         constraint=Constraint.parse(args.constraint),
     )
@@ -298,12 +299,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", default="builtin", help="builtin | pretrained | random | PATH to a state dict"
     )
     _add_data_args(s)
-    s.add_argument("--constraint", default="flops=50%", help="flops=50%%, params=1e6, ...")
+    s.add_argument(
+        "--constraint",
+        default="flops=50%",
+        help="flops=50%%, params=1e6, runtime_flops=25%% (FLOPs with channels padded to "
+        "ONNX Runtime's channel block, which is what decides CPU speed), ...",
+    )
     s.add_argument("--subnets", type=int, default=60)
     s.add_argument("--sampler", default="guided", choices=["guided", "uniform", "random"])
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--round-to", type=int, default=8)
     s.add_argument("--importance", default="l1", choices=["l1", "bn_scale", "taylor"])
+    s.add_argument(
+        "--channel-block",
+        type=int,
+        metavar="N",
+        help="pad runtime FLOPs to blocks of N channels (16 on AVX-512 CPUs, 8 on AVX2); "
+        "default: this machine's, read from ONNX Runtime",
+    )
     s.add_argument("--batch-size", type=int, default=256)
     s.add_argument("--resume", metavar="RUN_ID", help="continue this run (its stored settings win)")
     s.add_argument("--db", default=default_db)

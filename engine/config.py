@@ -7,7 +7,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine.errors import ConstraintError
+from engine.errors import ConfigError, ConstraintError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,19 +56,24 @@ class DataSpec:
         return asdict(self)
 
 
-_CONSTRAINT_RE = re.compile(r"^\s*(flops|params)\s*[=<:]?\s*([0-9.eE+-]+)\s*(%?)\s*$", re.I)
+METRICS = ("flops", "params", "runtime_flops")
+_CONSTRAINT_RE = re.compile(
+    r"^\s*(runtime_flops|flops|params)\s*[=<:]?\s*([0-9.eE+-]+)\s*(%?)\s*$", re.I
+)
 
 
 @dataclass(frozen=True)
 class Constraint:
-    metric: str = "flops"  # "flops" (2 x multiply-accumulates per image) or "params"
+    # "flops" (2 x multiply-accumulates per image), "params", or "runtime_flops": FLOPs with
+    # convolution channels padded to ONNX Runtime's channel block (what its CPU kernels compute)
+    metric: str = "flops"
     value: float = 50.0  # percent of the parent when relative, else an absolute count
     relative: bool = True  # True: value is a percentage of the parent's metric
 
     def __post_init__(self):
-        if self.metric not in ("flops", "params"):
+        if self.metric not in METRICS:
             raise ConstraintError(
-                f"Constraint metric must be 'flops' or 'params', not {self.metric!r}."
+                f"Constraint metric must be one of {', '.join(METRICS)}, not {self.metric!r}."
             )
         if not self.value > 0:
             raise ConstraintError(f"Constraint value must be positive, got {self.value}.")
@@ -77,11 +82,13 @@ class Constraint:
 
     @classmethod
     def parse(cls, text: str) -> Constraint:
-        """`flops=50%` (half the parent's FLOPs), `params=1.2e6` (absolute), `flops<2e8`."""
+        """`flops=50%` (half the parent's FLOPs), `params=1.2e6` (absolute), `flops<2e8`,
+        `runtime_flops=25%`."""
         match = _CONSTRAINT_RE.match(text or "")
         if not match:
             raise ConstraintError(
-                f"Cannot read constraint {text!r}: write e.g. 'flops=50%' or 'params=2e6'."
+                f"Cannot read constraint {text!r}: write e.g. 'flops=50%', 'params=2e6' or "
+                "'runtime_flops=25%'."
             )
         metric, number, percent = match.groups()
         try:
@@ -91,7 +98,7 @@ class Constraint:
         return cls(metric=metric.lower(), value=value, relative=bool(percent))
 
     def limit(self, parent_value: float) -> float:
-        """The absolute limit, given the parent's FLOPs or params."""
+        """The absolute limit, given the parent's value of the metric."""
         return parent_value * self.value / 100.0 if self.relative else float(self.value)
 
     def __str__(self) -> str:
@@ -107,8 +114,15 @@ class SearchConfig:
     seed: int = 0  # seeds the sampler; a resumed run continues the same stream
     round_to: int = 8  # kept channels are multiples of this (ONNX Runtime runs them faster)
     importance: str = "l1"  # channel order within a group: l1 | bn_scale | taylor
+    # ONNX Runtime's channel block that runtime FLOPs pad to; None: this machine's (see
+    # engine.runtime), fixed when the run starts
+    channel_block: int | None = None
     batch_size: int = 256  # images per forward pass during recalibration and evaluation
     constraint: Constraint = field(default_factory=Constraint)
+
+    def __post_init__(self):
+        if self.channel_block is not None and not 1 <= self.channel_block <= 1024:
+            raise ConfigError(f"A channel block is 1 to 1024 channels, not {self.channel_block}.")
 
     def to_dict(self) -> dict:
         data = asdict(self)

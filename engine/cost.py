@@ -195,6 +195,15 @@ class CostModel:
         per_group_in = np.where(self._depthwise, 1.0, inn / self._groups)
         return (out * per_group_in) @ self._flop_coef
 
+    def metric(
+        self, name: str, encodings: np.ndarray | Sequence[Sequence[int]], block: int = 1
+    ) -> np.ndarray:
+        """One constraint metric (see `engine.config.METRICS`) for each row of `encodings`."""
+        if name == "runtime_flops":
+            return self.padded_flops(encodings, block)
+        flops, params = self.costs(encodings)
+        return flops if name == "flops" else params.astype(float)
+
     def cost(self, encoding: Sequence[int]) -> tuple[float, int]:
         flops, params = self.costs([encoding])
         return float(flops[0]), int(params[0])

@@ -67,9 +67,10 @@ def per_class_accuracy(
 class SubnetEvaluator:
     """Scores encodings of a parent's space; a failing subnet becomes a row with `error` set."""
 
-    def __init__(self, parent, batch_size: int = 256):
+    def __init__(self, parent, batch_size: int = 256, block: int | None = None):
         self.parent = parent  # engine.parent.Parent
         self.batch_size = batch_size
+        self.block = block  # ONNX Runtime's channel block for runtime FLOPs; None: not counted
         self.calib_x, _ = parent.splits.tensors("calib")
         self.val_x, self.val_y = parent.splits.tensors("val")
 
@@ -87,6 +88,11 @@ class SubnetEvaluator:
             "encoding": encoding,
             "flops": flops,
             "params": params,
+            "runtime_flops": (
+                float(self.parent.cost.padded_flops([encoding], self.block)[0])
+                if self.block
+                else None
+            ),
             "accuracy": None,
             "loss": None,
             "sampler": sampler,

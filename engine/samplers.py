@@ -35,14 +35,22 @@ NEAR_BUDGET = 0.8  # guided "budget" proposals land between this share of the bu
 @dataclass
 class Evaluated:
     encoding: Encoding
-    cost: float  # the constrained metric (FLOPs or params)
+    cost: float  # the constrained metric (FLOPs, params or runtime FLOPs)
     accuracy: float | None  # None when the evaluation failed
 
 
 class Sampler:
     name = "base"
 
-    def __init__(self, space: SearchSpace, cost: CostModel, metric: str, budget: float, total: int):
+    def __init__(
+        self,
+        space: SearchSpace,
+        cost: CostModel,
+        metric: str,
+        budget: float,
+        total: int,
+        block: int = 1,
+    ):
         self.space, self.cost, self.metric, self.budget, self.total = (
             space,
             cost,
@@ -50,11 +58,11 @@ class Sampler:
             budget,
             total,
         )
+        self.block = block  # ONNX Runtime's channel block, for metric "runtime_flops"
         self.choices = [np.array(space.choices(i)) for i in range(len(space.groups))]
 
     def metric_of(self, encodings) -> np.ndarray:
-        flops, params = self.cost.costs(encodings)
-        return flops if self.metric == "flops" else params.astype(float)
+        return self.cost.metric(self.metric, encodings, self.block)
 
     def propose(
         self, history: list[Evaluated], rng: np.random.Generator
@@ -222,9 +230,15 @@ class GuidedSampler(Sampler):
 
 
 def make_sampler(
-    name: str, space: SearchSpace, cost: CostModel, metric: str, budget: float, total: int
+    name: str,
+    space: SearchSpace,
+    cost: CostModel,
+    metric: str,
+    budget: float,
+    total: int,
+    block: int = 1,
 ) -> Sampler:
     classes = {"uniform": UniformSampler, "random": RandomSampler, "guided": GuidedSampler}
     if name not in classes:
         raise ConfigError(f"Unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}.")
-    return classes[name](space, cost, metric, budget, total)
+    return classes[name](space, cost, metric, budget, total, block)

@@ -19,6 +19,7 @@ from engine.errors import ConfigError, ConstraintError
 from engine.evaluate import SubnetEvaluator
 from engine.executors import Executor, InProcessExecutor
 from engine.parent import Parent, load_parent
+from engine.runtime import channel_block
 from engine.samplers import Evaluated, make_sampler
 from engine.space import encoding_hash
 from engine.store import Store
@@ -26,16 +27,23 @@ from engine.store import Store
 HEARTBEAT_SECONDS = 5.0
 
 
-def budget_for(parent: Parent, constraint: Constraint) -> float:
+UNITS = {"flops": "FLOPs", "params": "parameters", "runtime_flops": "runtime FLOPs"}
+
+
+def with_channel_block(cfg: SearchConfig) -> SearchConfig:
+    """`cfg` with its channel block fixed: this machine's unless one was given."""
+    return cfg if cfg.channel_block else replace(cfg, channel_block=channel_block())
+
+
+def budget_for(parent: Parent, constraint: Constraint, block: int = 1) -> float:
     """The absolute limit; refuses one below the smallest subnet the space can reach."""
-    flops, params = parent.cost.cost(parent.space.minimal())
-    parent_value = (
-        parent.cost.parent_flops if constraint.metric == "flops" else parent.cost.parent_params
+    space = parent.space
+    parent_value, smallest = parent.cost.metric(
+        constraint.metric, [space.full(), space.minimal()], block
     )
-    smallest = flops if constraint.metric == "flops" else params
     budget = constraint.limit(parent_value)
     if budget < smallest:
-        unit = "FLOPs" if constraint.metric == "flops" else "parameters"
+        unit = UNITS[constraint.metric]
         raise ConstraintError(
             f"No subnet satisfies {constraint}: the smallest subnet this space reaches has "
             f"{smallest:,.0f} {unit} ({100 * smallest / parent_value:.1f}% of the parent's "
@@ -68,7 +76,9 @@ def start_run(
         )
     elif (parent.space.round_to, parent.space.importance) != (cfg.round_to, cfg.importance):
         raise ConfigError("The given parent's space was built with another round_to/importance.")
-    budget = budget_for(parent, cfg.constraint)
+    cfg = with_channel_block(cfg)
+    budget = budget_for(parent, cfg.constraint, cfg.channel_block)
+    full = [parent.space.full()]
     run_id = store.create_run(
         model=parent.model_spec.name,
         weights=describe_weights(parent.model_spec),
@@ -81,6 +91,8 @@ def start_run(
         parent_flops=parent.cost.parent_flops,
         parent_params=parent.cost.parent_params,
         budget=budget,
+        channel_block=cfg.channel_block,
+        parent_runtime_flops=parent.cost.padded_flops(full, cfg.channel_block)[0],
         config={
             "model": parent.model_spec.to_dict(),
             "data": data_spec.to_dict(),
@@ -117,22 +129,27 @@ def search(
 ) -> str:
     """Evaluate until the run holds `cfg.num_subnets` unique subnets; returns the final status."""
     executor = executor or InProcessExecutor()
-    metric = cfg.constraint.metric
+    cfg = with_channel_block(cfg)
+    metric, block = cfg.constraint.metric, cfg.channel_block
     try:
-        budget = budget_for(parent, cfg.constraint)
+        budget = budget_for(parent, cfg.constraint, block)
     except Exception as exc:
         store.set_status(run_id, "failed", f"{exc.__class__.__name__}: {exc}")
         raise
-    evaluate = SubnetEvaluator(parent, cfg.batch_size)
-    sampler = make_sampler(cfg.sampler, parent.space, parent.cost, metric, budget, cfg.num_subnets)
+    evaluate = SubnetEvaluator(parent, cfg.batch_size, block)
+    sampler = make_sampler(
+        cfg.sampler, parent.space, parent.cost, metric, budget, cfg.num_subnets, block
+    )
     rows = store.subnets(run_id)
+    encodings = [tuple(e) for e in rows["encoding"]]
+    costs = parent.cost.metric(metric, encodings, block) if encodings else []
     history = [
         Evaluated(
-            tuple(r.encoding),
-            float(r.flops if metric == "flops" else r.params),
+            encoding,
+            float(cost),
             None if isinstance(r.error, str) or pd.isna(r.accuracy) else float(r.accuracy),
         )
-        for r in rows.itertuples()
+        for encoding, cost, r in zip(encodings, costs, rows.itertuples(), strict=True)
     ]
     seen = {encoding_hash(h.encoding) for h in history}
     store.set_status(run_id, "running")

@@ -24,7 +24,8 @@ from engine.errors import StoreError
 
 STATUSES = ("running", "done", "failed", "interrupted", "cancelled")
 # Keys `add_subnet` accepts; all but `hash` may be missing (stored as NULL).
-SUBNET_FIELDS = ("hash", "encoding", "flops", "params", "accuracy", "loss", "sampler")
+SUBNET_FIELDS = ("hash", "encoding", "flops", "params", "runtime_flops", "accuracy", "loss")
+SUBNET_FIELDS += ("sampler",)
 SUBNET_FIELDS += ("seconds_materialize", "seconds_recalibrate", "seconds_evaluate", "error")
 INTERRUPTED_MESSAGE = "The process running this run ended before it finished."
 
@@ -58,6 +59,9 @@ CREATE TABLE IF NOT EXISTS exports (
 ALTER TABLE finetunes ADD COLUMN IF NOT EXISTS epochs_done INTEGER;
 ALTER TABLE finetunes ADD COLUMN IF NOT EXISTS message VARCHAR;
 ALTER TABLE finetunes ADD COLUMN IF NOT EXISTS history JSON;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS channel_block INTEGER;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS parent_runtime_flops DOUBLE;
+ALTER TABLE subnets ADD COLUMN IF NOT EXISTS runtime_flops DOUBLE;
 """
 # Columns `save_finetune` writes; created_at is kept from the first write.
 FINETUNE_FIELDS = ("finetune_id", "run_id", "subnet_id", "recipe", "status", "message")
@@ -68,16 +72,16 @@ EXPORT_FIELDS = ("export_id", "run_id", "subnet_id", "finetune_id", "out_dir", "
 _INSERT_RUN = """
 INSERT INTO runs (run_id, created_at, updated_at, heartbeat, status, model, weights, dataset,
     constraint_text, sampler, num_subnets, parent_accuracy, parent_loss, parent_flops,
-    parent_params, budget, config, space)
+    parent_params, budget, channel_block, parent_runtime_flops, config, space)
 VALUES ($run_id, $now, $now, $now, 'running', $model, $weights, $dataset, $constraint_text,
     $sampler, $num_subnets, $parent_accuracy, $parent_loss, $parent_flops, $parent_params,
-    $budget, $config, $space)"""
+    $budget, $channel_block, $parent_runtime_flops, $config, $space)"""
 
 _INSERT_SUBNET = """
-INSERT INTO subnets (run_id, subnet_id, hash, encoding, flops, params, accuracy, loss, sampler,
-    seconds_materialize, seconds_recalibrate, seconds_evaluate, error, created_at)
-VALUES ($run_id, $subnet_id, $hash, $encoding, $flops, $params, $accuracy, $loss, $sampler,
-    $seconds_materialize, $seconds_recalibrate, $seconds_evaluate, $error, $created_at)"""
+INSERT INTO subnets (run_id, subnet_id, hash, encoding, flops, params, runtime_flops, accuracy,
+    loss, sampler, seconds_materialize, seconds_recalibrate, seconds_evaluate, error, created_at)
+VALUES ($run_id, $subnet_id, $hash, $encoding, $flops, $params, $runtime_flops, $accuracy, $loss,
+    $sampler, $seconds_materialize, $seconds_recalibrate, $seconds_evaluate, $error, $created_at)"""
 
 _RUNS = """
 SELECT r.*, coalesce(s.evaluated, 0) AS evaluated,
@@ -261,6 +265,8 @@ class Store:
         budget: float,
         config: dict,
         space: dict | list,
+        channel_block: int | None = None,
+        parent_runtime_flops: float | None = None,
         run_id: str | None = None,
     ) -> str:
         """Record a new run with status `running`; returns its id (12 hex chars unless given)."""

@@ -16,9 +16,10 @@ from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
 from engine.errors import ConstraintError
 from engine.evaluate import SubnetEvaluator, accuracy_and_loss, predict
 from engine.parent import load_parent
+from engine.runtime import runtime_flops
 from engine.samplers import Evaluated, make_sampler
-from engine.search import budget_for, resume_parent, run_search
-from engine.space import encoding_hash
+from engine.search import budget_for, configs_of, resume_parent, run_search
+from engine.space import encoding_hash, materialize
 from engine.store import Store
 from tests.conftest import REPO
 
@@ -56,6 +57,25 @@ def test_recalibration_changes_batchnorm_statistics(parent):
     assert not torch.allclose(bn.running_mean, parent.model.bn1.running_mean[: bn.num_features])
 
 
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("flops=50%", Constraint("flops", 50, True)),
+        ("params<2e5", Constraint("params", 2e5, False)),
+        ("RUNTIME_FLOPS: 25 %", Constraint("runtime_flops", 25, True)),
+    ],
+)
+def test_constraint_parses_and_prints_back(text, expected):
+    assert Constraint.parse(text) == expected
+    assert Constraint.parse(str(expected)) == expected
+
+
+@pytest.mark.parametrize("text", ["latency=50%", "flops=150%", "flops=0", "flops=abc%"])
+def test_constraint_refuses_what_it_cannot_mean(text):
+    with pytest.raises(ConstraintError):
+        Constraint.parse(text)
+
+
 def test_constraint_below_minimum_is_refused_naming_it(parent):
     with pytest.raises(
         ConstraintError, match=r"smallest subnet this space reaches has [\d,]+ FLOPs"
@@ -82,6 +102,27 @@ def test_search_stores_exact_unique_count_and_rebuilds_identically(parent, tmp_p
         val_x, val_y = rebuilt_parent.splits.tensors("val")
         assert accuracy_and_loss(first, val_x, val_y)[0] == pytest.approx(row["accuracy"], abs=1e-9)
         torch.testing.assert_close(predict(first, val_x), predict(second, val_x))
+
+
+def test_runtime_flops_constraint_limits_flops_padded_to_the_run_block(parent, tmp_path):
+    constraint = Constraint.parse("runtime_flops=45%")
+    cfg = SearchConfig(num_subnets=6, sampler="random", channel_block=16, constraint=constraint)
+    with Store(tmp_path / "r.duckdb") as store:
+        run_id = run_search(store, MODEL, DATA, cfg)
+        run, rows = store.run(run_id), store.subnets(run_id)
+    example = parent.example_input
+    assert run["status"] == "done" and run["channel_block"] == 16
+    assert configs_of(run)[2].channel_block == 16  # a resumed run pads to the same block
+    assert run["parent_runtime_flops"] == pytest.approx(runtime_flops(parent.model, example, 16))
+    assert run["budget"] == pytest.approx(0.45 * run["parent_runtime_flops"])
+    assert len(rows) == 6 and (rows["runtime_flops"] <= run["budget"]).all()
+    for row in rows.head(3).itertuples():
+        built = materialize(parent.model, parent.space, row.encoding, example)
+        assert row.runtime_flops == pytest.approx(runtime_flops(built, example, 16))
+    # unpadded FLOPs would have let wider subnets in: the budget binds on the padded count
+    assert (rows["runtime_flops"] > rows["flops"]).any()
+    with pytest.raises(ConstraintError, match=r"[\d,]+ runtime FLOPs"):
+        budget_for(parent, Constraint.parse("runtime_flops=1%"), 16)
 
 
 def _history(sampler, encodings, accuracy=0.5):
