@@ -410,7 +410,8 @@ class Store:
     def finetunes(self, run_id: str | None = None, subnet_id: int | None = None) -> pd.DataFrame:
         """Fine-tunes (of a run, of one subnet), newest first, with the subnet's flops/params."""
         sql = (
-            "SELECT f.*, s.flops, s.params, s.accuracy AS subnet_accuracy FROM finetunes f "
+            "SELECT f.*, s.flops, s.params, s.runtime_flops, s.accuracy AS subnet_accuracy "
+            "FROM finetunes f "
             "LEFT JOIN subnets s ON s.run_id = f.run_id AND s.subnet_id = f.subnet_id "
             "WHERE ($run_id IS NULL OR f.run_id = $run_id) "
             "AND ($subnet_id IS NULL OR f.subnet_id = $subnet_id) "

@@ -7,10 +7,24 @@ import streamlit as st
 from engine.pareto import best_under_budget, knee, pareto_front
 from ui import resources
 from ui.charts import clicked_subnet, finished_finetunes, front_figure, valid_rows, widths_figure
-from ui.format import FLOPS_NOTE, METRIC_LABELS, constraint_metric, pct, si
+from ui.format import (
+    FLOPS_NOTE,
+    METRIC_LABELS,
+    channel_block,
+    constraint_metric,
+    pct,
+    runtime_note,
+    si,
+)
 from ui.nav import through_app
 from ui.progress import follow_search
 from ui.widgets import axis_controls, picked_run
+
+BUDGET_LABELS = {
+    "flops": "FLOP budget",
+    "params": "Parameter budget",
+    "runtime_flops": "Runtime FLOP budget",
+}
 
 through_app()
 
@@ -26,12 +40,13 @@ if valid.empty:
     st.info("This run has no evaluated subnets yet.")
     st.stop()
 
-x, relative = axis_controls("explore")
+block = channel_block(run)
+x, relative = axis_controls("explore", runtime=block is not None)
 parent_x = float(run[f"parent_{x}"])
 lowest = min(100, math.ceil(100 * float(valid[x].min()) / parent_x))
 default = round(100 * run["budget"] / parent_x) if constraint_metric(run) == x else 50
 budget_pct = st.slider(
-    "FLOP budget" if x == "flops" else "Parameter budget",
+    BUDGET_LABELS[x],
     min(max(1, lowest), 99),
     100,
     value=max(lowest, min(default, 100)),
@@ -49,8 +64,9 @@ if best is None:
     st.warning(f"No evaluated subnet fits under {budget_pct}% of the parent's {METRIC_LABELS[x]}.")
 else:
     acc_lost = float(run["parent_accuracy"]) - float(best["accuracy"])
-    flops_saved = 1 - float(best["flops"]) / float(run["parent_flops"])
-    params_saved = 1 - float(best["params"]) / float(run["parent_params"])
+    metrics = ["flops", "params"] + (["runtime_flops"] if block is not None else [])
+    saved = {m: 1 - float(best[m]) / float(run[f"parent_{m}"]) for m in metrics}
+    shown = "runtime_flops" if x == "runtime_flops" else "flops"
     cols = st.columns(4)
     cols[0].metric("Best under budget", f"Subnet {int(best['subnet_id'])}")
     cols[1].metric(
@@ -59,16 +75,23 @@ else:
         help=f"{pct(best['accuracy'], 2)} against the parent's "
         f"{pct(run['parent_accuracy'], 2)} on search-validation",
     )
-    cols[2].metric("FLOPs saved", pct(flops_saved), help=FLOPS_NOTE)
-    cols[3].metric("Params saved", pct(params_saved))
-    st.markdown(
+    cols[2].metric(
+        f"{METRIC_LABELS[shown]} saved",
+        pct(saved[shown]),
+        help=FLOPS_NOTE if shown == "flops" else runtime_note(block),
+    )
+    cols[3].metric("Params saved", pct(saved["params"]))
+    table = (
         f"| | Parent | Subnet {int(best['subnet_id'])} | Change |\n|---|---:|---:|---|\n"
         f"| Accuracy | {pct(run['parent_accuracy'], 2)} | {pct(best['accuracy'], 2)} "
         f"| {abs(100 * acc_lost):.2f} pp {'lost' if acc_lost >= 0 else 'gained'} |\n"
-        f"| FLOPs | {si(run['parent_flops'])} | {si(best['flops'])} | {pct(flops_saved)} saved |\n"
-        f"| Params | {si(run['parent_params'])} | {si(best['params'])} "
-        f"| {pct(params_saved)} saved |"
     )
+    for m in saved:
+        label = METRIC_LABELS[m] + (
+            f" (channels padded to {block})" if m == "runtime_flops" else ""
+        )
+        table += f"| {label} | {si(run[f'parent_{m}'])} | {si(best[m])} | {pct(saved[m])} saved |\n"
+    st.markdown(table)
 
 # A click on the chart picks a subnet: read before the picker below is drawn.
 pick_key = f"explore_pick_{run_id}"
@@ -92,6 +115,8 @@ figure = front_figure(
 )
 st.plotly_chart(figure, key="explore_chart", on_select="rerun", selection_mode="points")
 notes = [FLOPS_NOTE, f"{len(valid)} subnets, {len(front)} on the front."]
+if x == "runtime_flops":
+    notes.insert(1, runtime_note(block))
 if tuned := len(finished_finetunes(finetunes)):
     notes.append(f"{tuned} fine-tune{'s' if tuned > 1 else ''}: diamonds over their subnets.")
 if knee_row is not None:

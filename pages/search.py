@@ -8,7 +8,7 @@ from engine.models import available_models, builtin_weights_path
 from engine.runtime import channel_block
 from engine.train import TrainConfig
 from ui import jobs, resources, weights
-from ui.format import FLOPS_NOTE, METRIC_LABELS
+from ui.format import FLOPS_NOTE, METRIC_LABELS, runtime_note
 from ui.nav import through_app
 from ui.progress import busy_note, job_panel
 from ui.widgets import remember
@@ -44,6 +44,7 @@ DEFAULTS = {
     "search_sampler": "guided",
     "search_epochs": 10,
     "search_round_to": 8,
+    "search_block": channel_block(),
     "search_importance": "l1",
     "search_calib": 2000,
     "search_val": 2000,
@@ -120,7 +121,12 @@ with settings:
 
     metric_col, mode_col, limit_col = st.columns(3)
     metric = metric_col.radio(
-        "Constraint", list(METRIC_LABELS), format_func=METRIC_LABELS.get, key="search_metric"
+        "Constraint",
+        list(METRIC_LABELS),
+        format_func=METRIC_LABELS.get,
+        key="search_metric",
+        help=runtime_note(int(st.session_state.search_block))
+        + " Limit them to find subnets that are as much faster as they are smaller.",
     )
     mode = mode_col.radio(
         "Limit as",
@@ -132,7 +138,7 @@ with settings:
         "Limit",
         key="search_limit",
         help="50 with '% of parent' keeps at most half the parent's "
-        "FLOPs; absolute takes a count such as 2e7.",
+        "FLOPs (or params); absolute takes a count such as 2e7.",
     )
     try:
         suffix = "%" if mode == "relative" else ""
@@ -153,6 +159,15 @@ with settings:
                 "multiple of it costs as much as the next multiple, so saved FLOPs become saved "
                 "time only at multiples of it."
             ),
+        )
+        st.number_input(
+            "Channel block",
+            1,
+            1024,
+            key="search_block",
+            help=f"Runtime FLOPs pad every convolution to multiples of this many channels. "
+            f"This machine's ONNX Runtime uses {channel_block()}; set the block of the CPU you "
+            "will deploy on (16 with AVX-512, 8 with AVX2).",
         )
         st.selectbox("Channel importance", ["l1", "bn_scale", "taylor"], key="search_importance")
         st.number_input(
@@ -212,6 +227,7 @@ with settings:
             seed=int(ss.search_seed),
             round_to=int(ss.search_round_to),
             importance=ss.search_importance,
+            channel_block=int(ss.search_block),
             batch_size=int(ss.search_batch),
             constraint=constraint,
         )

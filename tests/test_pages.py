@@ -58,8 +58,14 @@ def db(tmp_path, monkeypatch):
         time.sleep(0.2)
 
 
-def make_run(path, n=40, status="done", seed=0) -> str:
-    """One run with n realistic subnets (and one that failed), as a search would leave it."""
+def padded_share(widths, sizes, block) -> float:
+    """The fake FLOPs model below, with widths padded to multiples of `block`."""
+    return float(np.mean((np.ceil(widths / block) * block / sizes) ** 2))
+
+
+def make_run(path, n=40, status="done", seed=0, block=None) -> str:
+    """One run with n realistic subnets (and one that failed), as a search would leave it;
+    without runtime FLOPs (as runs before them) unless a channel `block` is given."""
     rng = np.random.default_rng(seed)
     sizes = np.array([s for _, s in GROUPS])
     space = {
@@ -91,6 +97,8 @@ def make_run(path, n=40, status="done", seed=0) -> str:
             budget=PARENT_FLOPS / 2,
             config=config,
             space=space,
+            channel_block=block,
+            parent_runtime_flops=block and PARENT_FLOPS,
         )
         encodings = [np.full(12, 8), sizes // 2, sizes]  # the smallest, half and full width
         encodings += [rng.integers(1, sizes // 8 + 1) * 8 for _ in range(n - 3)]
@@ -103,6 +111,7 @@ def make_run(path, n=40, status="done", seed=0) -> str:
                     "encoding": [int(w) for w in enc],
                     "flops": ratio * PARENT_FLOPS,
                     "params": int(ratio * PARENT_PARAMS),
+                    "runtime_flops": block and padded_share(enc, sizes, block) * PARENT_FLOPS,
                     "accuracy": float(0.91 - 0.5 * np.exp(-5 * ratio) + rng.normal(0, 0.01)),
                     "loss": 0.4,
                     "sampler": ["uniform", "random", "guided"][i % 3],
@@ -231,6 +240,34 @@ def test_explore_axis_switches_and_width_chart(db):
     assert trace_names(widths) == ["Parent", subnet.split(" ·")[0]]
     assert values(widths["data"][0]["y"]) == [s for _, s in GROUPS]
     assert "Selected" in trace_names(figures(at)[0])
+
+
+def test_explore_runtime_flops_axis_for_runs_that_have_them(db):
+    old, new = make_run(db, seed=1), make_run(db, seed=2, block=16)
+    at = open_page("pages/explore.py")
+    at.selectbox(key="_run_picker").set_value(old).run()
+    assert "runtime_flops" not in at.radio(key="explore_x").options  # stored before them
+    at.selectbox(key="_run_picker").set_value(new).run()
+    at.radio(key="explore_x").set_value("runtime_flops")
+    at.radio(key="explore_scale").set_value("relative").run()
+    assert not at.exception, at.exception
+    slider = next(s for s in at.slider if s.label == "Runtime FLOP budget")
+    slider.set_value(60).run()
+    chart = figures(at)[0]
+    assert chart["layout"]["xaxis"]["title"]["text"] == "Runtime FLOPs (% of parent)"
+    with Store(db) as store:
+        rows = store.subnets(new)
+    fits = rows[rows["error"].isna() & (rows["runtime_flops"] <= 0.6 * PARENT_FLOPS)]
+    best = fits.loc[fits["accuracy"].idxmax()]
+    assert at.metric[0].value == f"Subnet {int(best['subnet_id'])}"
+    assert at.metric[2].label == "Runtime FLOPs saved"
+    saved = 1 - best["runtime_flops"] / PARENT_FLOPS
+    assert at.metric[2].value == f"{100 * saved:.1f}%"
+    table = " ".join(m.value for m in at.markdown)
+    assert "| Runtime FLOPs (channels padded to 16) |" in table
+    # unpadded FLOPs would have let a more accurate subnet in: the axis changes the answer
+    unpadded = rows[rows["error"].isna() & (rows["flops"] <= 0.6 * PARENT_FLOPS)]
+    assert unpadded["accuracy"].max() > best["accuracy"]
 
 
 def test_compare_two_to_four_subnets(db):
@@ -407,7 +444,9 @@ def test_search_impossible_constraint_names_the_minimum(db):
 
 @pytest.mark.slow
 def test_search_runs_in_background_then_explore_and_compare_show_it(db):
-    at = small_search()
+    at = small_search(search_limit="60")
+    at.radio(key="search_metric").set_value("runtime_flops")
+    at.number_input(key="search_block").set_value(16).run()
     button(at, "Start search").click().run()
     job = registry().active()[0]
     assert at.session_state["job_id"] == job.job_id  # only the id lives in the session
@@ -415,8 +454,16 @@ def test_search_runs_in_background_then_explore_and_compare_show_it(db):
     assert job.label in " ".join(m.value for m in second_tab.markdown)
     at = _wait(at)
     assert "Finished: 6 subnets" in at.success[0].value
+    with Store(db) as store:
+        run = store.run(job.run_id)
+        rows = store.subnets(job.run_id)
+    assert run["constraint_text"] == "runtime_flops=60%" and run["channel_block"] == 16
+    # the guided sampler starts from the largest uniform subnets within the padded budget
+    assert rows["runtime_flops"].notna().all()
+    assert rows["runtime_flops"].iloc[0] <= run["budget"] < rows["runtime_flops"].max()
     at.switch_page("pages/explore.py").run()
     assert not at.exception and at.metric[0].value.startswith("Subnet")
+    assert at.radio(key="explore_x").options[-1] == "Runtime FLOPs"
     at.switch_page("pages/compare.py").run()
     button(at, "Compute per-class accuracy").click().run(timeout=120)
     assert not at.exception, at.exception

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from engine.pareto import knee, pareto_front
-from ui.format import METRIC_LABELS, recipe_text
+from ui.format import METRIC_LABELS, channel_block, recipe_text
 
 SAMPLER_COLORS = {"uniform": "#4C78A8", "random": "#F58518", "guided": "#54A24B"}
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#9D755D"]
@@ -27,6 +27,7 @@ _HOVER = (
     "FLOPs %{customdata[1]:.4s} (%{customdata[3]:.1f}% of parent)<br>"
     "params %{customdata[2]:.4s} (%{customdata[4]:.1f}% of parent)<extra>%{fullData.name}</extra>"
 )
+_RUNTIME_HOVER = "<br>runtime FLOPs %{customdata[5]:.4s} (%{customdata[6]:.1f}% of parent)"
 
 
 def valid_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -40,7 +41,20 @@ def _scale(run: dict, x: str, relative: bool) -> float:
     return 100.0 / float(run[f"parent_{x}"]) if relative else 1.0
 
 
+def _hover(run: dict) -> str:
+    """The point hover text; with runtime FLOPs for runs that have them."""
+    if channel_block(run) is None:
+        return _HOVER
+    return _HOVER.replace("<extra>", _RUNTIME_HOVER + "<extra>")
+
+
 def _custom(df: pd.DataFrame, run: dict) -> np.ndarray:
+    runtime = (
+        df["runtime_flops"].to_numpy(dtype=float)
+        if "runtime_flops" in df
+        else np.full(len(df), np.nan)
+    )
+    parent_runtime = float(run.get("parent_runtime_flops") or np.nan)
     return np.column_stack(
         [
             df["subnet_id"].to_numpy(),
@@ -48,6 +62,8 @@ def _custom(df: pd.DataFrame, run: dict) -> np.ndarray:
             df["params"].to_numpy(dtype=float),
             100.0 * df["flops"].to_numpy(dtype=float) / float(run["parent_flops"]),
             100.0 * df["params"].to_numpy(dtype=float) / float(run["parent_params"]),
+            runtime,
+            100.0 * runtime / parent_runtime,
         ]
     )
 
@@ -99,7 +115,7 @@ def front_figure(
                 marker={"size": 7, "opacity": 0.55, "color": SAMPLER_COLORS.get(sampler)},
                 unselected={"marker": {"opacity": 0.55}},  # a click picks, it does not dim
                 customdata=_custom(part, run),
-                hovertemplate=_HOVER,
+                hovertemplate=_hover(run),
             )
         )
     front = pareto_front(valid, x=x) if len(valid) else valid
@@ -113,7 +129,7 @@ def front_figure(
                 marker={"size": 5, "color": "#333333"},
                 name="Pareto front",
                 customdata=_custom(front, run),
-                hovertemplate=_HOVER,
+                hovertemplate=_hover(run),
             )
         )
         best = knee(front, x=x)
@@ -236,7 +252,7 @@ def _marker(fig, row, run, x, scale, name, color, symbol, size) -> None:
                 "line": {"width": 2, "color": color},
             },
             customdata=_custom(frame, run),
-            hovertemplate=_HOVER,
+            hovertemplate=_hover(run),
         )
     )
 
@@ -328,7 +344,7 @@ def overlay_figure(
                 name=label,
                 legendgroup=label,
                 customdata=_custom(front, run) if len(front) else None,
-                hovertemplate=_HOVER,
+                hovertemplate=_hover(run),
             )
         )
         fig.add_trace(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-METRIC_LABELS = {"flops": "FLOPs", "params": "Params"}
+METRIC_LABELS = {"flops": "FLOPs", "params": "Params", "runtime_flops": "Runtime FLOPs"}
 FLOPS_NOTE = "FLOPs = 2 × multiply-accumulates per image (as torch.utils.flop_counter counts them)."
 
 
@@ -47,9 +47,22 @@ def run_label(run: dict) -> str:
 
 
 def constraint_metric(run: dict) -> str:
-    """'flops' or 'params': what the run's budget limits."""
-    text = str(run.get("constraint_text") or "flops")
-    return "params" if text.startswith("params") else "flops"
+    """'flops', 'params' or 'runtime_flops': what the run's budget limits."""
+    metric = str(run.get("constraint_text") or "flops").split("=")[0].strip()
+    return metric if metric in METRIC_LABELS else "flops"
+
+
+def channel_block(run: dict) -> int | None:
+    """The ONNX Runtime channel block a run's runtime FLOPs pad to; None for runs before them."""
+    block = run.get("channel_block")
+    return None if block is None or math.isnan(float(block)) else int(block)
+
+
+def runtime_note(block: int) -> str:
+    return (
+        f"Runtime FLOPs: FLOPs with every convolution's channels padded to multiples of {block}, "
+        "as ONNX Runtime's CPU kernels compute them; they track CPU speed better than FLOPs."
+    )
 
 
 def recipe_text(recipe) -> str:

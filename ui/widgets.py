@@ -61,12 +61,18 @@ def picked_run() -> tuple[str, dict]:
     return run_id, run
 
 
-def axis_controls(key: str, relative_first: bool = False) -> tuple[str, bool]:
-    """Two horizontal radios: x metric (FLOPs / params) and scale (absolute / % of parent)."""
+def axis_controls(
+    key: str, relative_first: bool = False, runtime: bool = False
+) -> tuple[str, bool]:
+    """Two horizontal radios: x metric (FLOPs / params, and runtime FLOPs when every run shown
+    has them) and scale (absolute / % of parent)."""
     left, right = st.columns(2)
+    metrics = [m for m in METRIC_LABELS if runtime or m != "runtime_flops"]
+    if st.session_state.get(f"{key}_x") not in metrics:
+        st.session_state[f"{key}_x"] = metrics[0]
     x = left.radio(
         "x axis",
-        list(METRIC_LABELS),
+        metrics,
         format_func=METRIC_LABELS.get,
         horizontal=True,
         key=f"{key}_x",
