@@ -24,9 +24,9 @@ from engine.errors import StoreError
 
 STATUSES = ("running", "done", "failed", "interrupted", "cancelled")
 # Keys `add_subnet` accepts; all but `hash` may be missing (stored as NULL).
-SUBNET_FIELDS = ("hash", "encoding", "flops", "params", "runtime_flops", "accuracy", "loss")
-SUBNET_FIELDS += ("sampler",)
+SUBNET_FIELDS = ("hash", "encoding", "flops", "params", "accuracy", "loss", "sampler")
 SUBNET_FIELDS += ("seconds_materialize", "seconds_recalibrate", "seconds_evaluate", "error")
+SUBNET_FIELDS += ("runtime_flops",)  # a later column: stored after created_at
 INTERRUPTED_MESSAGE = "The process running this run ended before it finished."
 
 # Read-write Stores open in this process, by resolved path: only the first marks stale runs.

@@ -37,11 +37,13 @@ RUN_COLUMNS = [
     "budget",
     "config",
     "space",
+    "channel_block",  # columns added later come after the original ones, in old files too
+    "parent_runtime_flops",
     "evaluated",
     "failed_subnets",
     "best_accuracy",
 ]
-SUBNET_COLUMNS = ["run_id", "subnet_id", *SUBNET_FIELDS, "created_at"]
+SUBNET_COLUMNS = ["run_id", "subnet_id", *SUBNET_FIELDS[:-1], "created_at", "runtime_flops"]
 
 
 def run_args(**overrides):
@@ -118,6 +120,25 @@ def test_run_round_trip_and_reopen_is_idempotent(tmp_path):
     assert run["parent_params"] == 270_000 and run["budget"] == 4.05e7
     assert run["created_at"] <= run["updated_at"] and run["evaluated"] == 0
     assert list(run) == RUN_COLUMNS
+
+
+def test_a_file_from_before_runtime_flops_gains_the_columns_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "old.duckdb"
+    with Store(path) as s:
+        run_id = s.create_run(**run_args())
+        s.add_subnet(run_id, subnet_row(1))
+    con = duckdb.connect(str(path))  # take the file back to the schema before runtime FLOPs
+    con.execute("ALTER TABLE subnets DROP COLUMN runtime_flops")
+    for column in ("channel_block", "parent_runtime_flops"):
+        con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+    con.close()
+    with Store(path) as s:
+        run, rows = s.run(run_id), s.subnets(run_id)
+        assert run["channel_block"] is None and run["parent_runtime_flops"] is None
+        assert list(rows.columns) == SUBNET_COLUMNS and rows["runtime_flops"].isna().all()
+        assert rows.loc[0, "accuracy"] == subnet_row(1)["accuracy"]
+        assert s.add_subnet(run_id, subnet_row(2, runtime_flops=3e7)) == 2
+        assert s.subnets(run_id)["runtime_flops"].iloc[1] == 3e7
 
 
 def test_run_errors(store):
