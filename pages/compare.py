@@ -1,5 +1,6 @@
 """Compare: two to four subnets of one run side by side."""
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -7,7 +8,7 @@ from engine.errors import PrunescopeError
 from engine.pareto import knee, pareto_front
 from ui import resources
 from ui.charts import per_class_figure, valid_rows, widths_figure
-from ui.format import FLOPS_NOTE, pct
+from ui.format import FLOPS_NOTE, channel_block, pct
 from ui.nav import through_app
 from ui.widgets import picked_run
 
@@ -62,18 +63,21 @@ table = pd.DataFrame(
     },
     index=["Parent", *(f"Subnet {i}" for i in picked)],
 )
-st.dataframe(
-    table.style.format(
-        {
-            "accuracy": "{:.2%}",
-            "accuracy lost (pp)": "{:.2f}",
-            "FLOPs": "{:,.0f}",
-            "FLOPs (% of parent)": "{:.1f}",
-            "params": "{:,.0f}",
-            "params (% of parent)": "{:.1f}",
-        }
-    ),
-)
+if block := channel_block(run):  # runs from before runtime FLOPs have no such column
+    runtime = [run["parent_runtime_flops"], *rows["runtime_flops"]]
+    table.insert(4, f"runtime FLOPs (padded to {block})", runtime)
+    table.insert(5, "runtime FLOPs (% of parent)", 100 * np.array(runtime) / runtime[0])
+formats = {
+    "accuracy": "{:.2%}",
+    "accuracy lost (pp)": "{:.2f}",
+    "FLOPs": "{:,.0f}",
+    "FLOPs (% of parent)": "{:.1f}",
+    f"runtime FLOPs (padded to {block})": "{:,.0f}",
+    "runtime FLOPs (% of parent)": "{:.1f}",
+    "params": "{:,.0f}",
+    "params (% of parent)": "{:.1f}",
+}
+st.dataframe(table.style.format({k: v for k, v in formats.items() if k in table}))
 st.caption(FLOPS_NOTE)
 
 st.subheader("Kept channels per group")

@@ -265,6 +265,11 @@ def test_explore_runtime_flops_axis_for_runs_that_have_them(db):
     assert at.metric[2].value == f"{100 * saved:.1f}%"
     table = " ".join(m.value for m in at.markdown)
     assert "| Runtime FLOPs (channels padded to 16) |" in table
+    at.switch_page("pages/compare.py").run()
+    compared = at.dataframe[0].value
+    picked = [int(i.split()[1]) for i in compared.index[1:]]
+    expected = rows.set_index("subnet_id").loc[picked, "runtime_flops"].tolist()
+    assert compared["runtime FLOPs (padded to 16)"].tolist() == [PARENT_FLOPS, *expected]
     # unpadded FLOPs would have let a more accurate subnet in: the axis changes the answer
     unpadded = rows[rows["error"].isna() & (rows["flops"] <= 0.6 * PARENT_FLOPS)]
     assert unpadded["accuracy"].max() > best["accuracy"]
@@ -276,6 +281,7 @@ def test_compare_two_to_four_subnets(db):
     picked = at.multiselect[0]
     assert len(picked.value) == 2
     assert at.dataframe[0].value.shape[0] == 3  # the parent and two subnets
+    assert not any("runtime" in c for c in at.dataframe[0].value.columns)  # an older run
     assert len(trace_names(figures(at)[0])) == 3
     assert any(b.label == "Compute per-class accuracy" for b in at.button)
     picked.set_value([1, 2, 3, 4]).run()
