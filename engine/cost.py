@@ -39,6 +39,11 @@ def measure(model: nn.Module, example_input: torch.Tensor) -> tuple[float, int]:
     )
 
 
+def padded(channels, block: int):
+    """`channels` (a count or an array of counts) rounded up to a multiple of `block`."""
+    return -(-channels // block) * block
+
+
 def output_positions(model: nn.Module, example_input: torch.Tensor) -> dict[nn.Module, float]:
     """Output positions per image each conv/linear computes (spatial size, or tokens)."""
     usage: dict[nn.Module, float] = {}
@@ -188,10 +193,9 @@ class CostModel:
         """FLOPs per image with convolution channels padded as `engine.runtime` describes."""
         encodings = np.asarray(encodings, dtype=np.int64).reshape(-1, len(self.space.groups))
         out, inn = self._dims(encodings)
-        up = lambda c: np.ceil(c / block) * block  # noqa: E731
-        out = np.where(self._conv, up(out), out)
+        out = np.where(self._conv, padded(out, block), out)
         plain = self._conv & (self._groups == 1)
-        inn = np.where(plain & (inn >= block), up(inn), inn)
+        inn = np.where(plain & (inn >= block), padded(inn, block), inn)
         per_group_in = np.where(self._depthwise, 1.0, inn / self._groups)
         return (out * per_group_in) @ self._flop_coef
 

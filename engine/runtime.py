@@ -21,7 +21,7 @@ import torch
 from onnx import helper
 from torch import nn
 
-from engine.cost import output_positions
+from engine.cost import output_positions, padded
 
 PROBE_CHANNELS = 3  # an output width no block size divides
 
@@ -54,10 +54,6 @@ def channel_block() -> int:
         if init.name == node.input[1]
     ]
     return int(widths[0]) // math.gcd(int(widths[0]), PROBE_CHANNELS) if widths else 1
-
-
-def padded(channels: int, block: int) -> int:
-    return -(-channels // block) * block
 
 
 def runtime_conv_shape(conv: nn.Conv2d, block: int) -> tuple[int, int]:

@@ -51,13 +51,8 @@ class Sampler:
         total: int,
         block: int = 1,
     ):
-        self.space, self.cost, self.metric, self.budget, self.total = (
-            space,
-            cost,
-            metric,
-            budget,
-            total,
-        )
+        self.space, self.cost, self.metric = space, cost, metric
+        self.budget, self.total = budget, total
         self.block = block  # ONNX Runtime's channel block, for metric "runtime_flops"
         self.choices = [np.array(space.choices(i)) for i in range(len(space.groups))]
 
@@ -229,16 +224,9 @@ class GuidedSampler(Sampler):
         )
 
 
-def make_sampler(
-    name: str,
-    space: SearchSpace,
-    cost: CostModel,
-    metric: str,
-    budget: float,
-    total: int,
-    block: int = 1,
-) -> Sampler:
+def make_sampler(name: str, *args, **kwargs) -> Sampler:
+    """The sampler called `name`, built with `Sampler`'s arguments."""
     classes = {"uniform": UniformSampler, "random": RandomSampler, "guided": GuidedSampler}
     if name not in classes:
         raise ConfigError(f"Unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}.")
-    return classes[name](space, cost, metric, budget, total, block)
+    return classes[name](*args, **kwargs)

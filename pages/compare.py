@@ -8,7 +8,7 @@ from engine.errors import PrunescopeError
 from engine.pareto import knee, pareto_front
 from ui import resources
 from ui.charts import per_class_figure, valid_rows, widths_figure
-from ui.format import FLOPS_NOTE, channel_block, pct
+from ui.format import FLOPS_NOTE, pct, run_channel_block
 from ui.nav import through_app
 from ui.widgets import picked_run
 
@@ -63,7 +63,7 @@ table = pd.DataFrame(
     },
     index=["Parent", *(f"Subnet {i}" for i in picked)],
 )
-if block := channel_block(run):  # runs from before runtime FLOPs have no such column
+if block := run_channel_block(run):  # runs from before runtime FLOPs have no such column
     runtime = [run["parent_runtime_flops"], *rows["runtime_flops"]]
     table.insert(4, f"runtime FLOPs (padded to {block})", runtime)
     table.insert(5, "runtime FLOPs (% of parent)", 100 * np.array(runtime) / runtime[0])

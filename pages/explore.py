@@ -10,9 +10,9 @@ from ui.charts import clicked_subnet, finished_finetunes, front_figure, valid_ro
 from ui.format import (
     FLOPS_NOTE,
     METRIC_LABELS,
-    channel_block,
     constraint_metric,
     pct,
+    run_channel_block,
     runtime_note,
     si,
 )
@@ -40,7 +40,7 @@ if valid.empty:
     st.info("This run has no evaluated subnets yet.")
     st.stop()
 
-block = channel_block(run)
+block = run_channel_block(run)
 x, relative = axis_controls("explore", runtime=block is not None)
 parent_x = float(run[f"parent_{x}"])
 lowest = min(100, math.ceil(100 * float(valid[x].min()) / parent_x))

@@ -8,7 +8,7 @@ from engine.finetune import delete_run_and_files
 from engine.pareto import best_under_budget
 from ui import jobs, resources
 from ui.charts import overlay_figure, valid_rows
-from ui.format import channel_block, constraint_metric, pct, run_label
+from ui.format import constraint_metric, pct, run_channel_block, run_label
 from ui.nav import through_app
 from ui.widgets import axis_controls, select_run
 
@@ -63,7 +63,7 @@ overlay = st.multiselect(
 )
 if overlay:
     by_id = {r["run_id"]: r for r in records}
-    runtime = all(channel_block(by_id[i]) is not None for i in overlay)
+    runtime = all(run_channel_block(by_id[i]) is not None for i in overlay)
     x, relative = axis_controls("runs", relative_first=True, runtime=runtime)
     fronts = [(i, by_id[i], frames[i]) for i in overlay]
     st.plotly_chart(overlay_figure(fronts, x=x, relative=relative), key="runs_overlay_chart")

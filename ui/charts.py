@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from engine.pareto import knee, pareto_front
-from ui.format import METRIC_LABELS, channel_block, recipe_text
+from ui.format import METRIC_LABELS, recipe_text, run_channel_block
 
 SAMPLER_COLORS = {"uniform": "#4C78A8", "random": "#F58518", "guided": "#54A24B"}
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#9D755D"]
@@ -43,7 +43,7 @@ def _scale(run: dict, x: str, relative: bool) -> float:
 
 def _hover(run: dict) -> str:
     """The point hover text; with runtime FLOPs for runs that have them."""
-    if channel_block(run) is None:
+    if run_channel_block(run) is None:
         return _HOVER
     return _HOVER.replace("<extra>", _RUNTIME_HOVER + "<extra>")
 

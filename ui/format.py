@@ -52,7 +52,7 @@ def constraint_metric(run: dict) -> str:
     return metric if metric in METRIC_LABELS else "flops"
 
 
-def channel_block(run: dict) -> int | None:
+def run_channel_block(run: dict) -> int | None:
     """The ONNX Runtime channel block a run's runtime FLOPs pad to; None for runs before them."""
     block = run.get("channel_block")
     return None if block is None or math.isnan(float(block)) else int(block)
