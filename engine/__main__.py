@@ -9,13 +9,30 @@ import argparse
 import json
 import sys
 import threading
-from dataclasses import replace
 from pathlib import Path
 
-from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig, db_path
+from engine.config import (
+    DATASETS,
+    IMPORTANCES,
+    OPTIMIZERS,
+    SAMPLERS,
+    Constraint,
+    DataSpec,
+    ExportConfig,
+    FinetuneRecipe,
+    ModelSpec,
+    RunConfig,
+    SearchConfig,
+    SpaceConfig,
+    TrainConfig,
+    defaults,
+)
 from engine.errors import PrunescopeError
+from engine.workspace import db_path
 
 FLOPS_NOTE = "FLOPs = 2 x multiply-accumulates per image (torch.utils.flop_counter)."
+DATA, SPACE, SEARCH = defaults(DataSpec), defaults(SpaceConfig), defaults(SearchConfig)
+TRAIN, RECIPE, EXPORT = TrainConfig(), FinetuneRecipe(), ExportConfig()
 
 
 def _model_spec(args) -> ModelSpec:
@@ -36,32 +53,34 @@ def _data_spec(args) -> DataSpec:
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--dataset",
-        default="synthetic",
-        help="synthetic | cifar10 | fashionmnist | mnist | imagefolder",
-    )
+    p.add_argument("--dataset", default=DATA["name"], help=" | ".join(DATASETS))
     p.add_argument("--data-root", help="download folder, or the ImageFolder path")
-    p.add_argument("--calib-size", type=int, default=2000, help="BatchNorm recalibration images")
-    p.add_argument("--val-size", type=int, default=2000, help="search-validation images")
-    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument(
+        "--calib-size", type=int, default=DATA["calib_size"], help="BatchNorm recalibration images"
+    )
+    p.add_argument("--val-size", type=int, default=DATA["val_size"], help="search-validation images")
+    p.add_argument("--data-seed", type=int, default=DATA["seed"])
 
 
 def cmd_search(args) -> int:
     from tqdm import tqdm
 
-    from engine.search import configs_of, resume_parent, search, start_run
+    from engine.search import search, start_run
     from engine.store import Store
+    from engine.workspace import rebuild_parent
 
-    cfg = SearchConfig(
-        num_subnets=args.subnets,
-        sampler=args.sampler,
-        seed=args.seed,
-        round_to=args.round_to,
-        importance=args.importance,
-        channel_block=args.channel_block,
-        batch_size=args.batch_size,
-        constraint=Constraint.parse(args.constraint),
+    config = RunConfig(
+        model=_model_spec(args),
+        data=_data_spec(args),
+        space=SpaceConfig(round_to=args.round_to, importance=args.importance),
+        search=SearchConfig(
+            num_subnets=args.subnets,
+            sampler=args.sampler,
+            seed=args.seed,
+            constraint=Constraint.parse(args.constraint),
+            channel_block=args.channel_block,
+            batch_size=args.batch_size,
+        ),
     )
     bar = tqdm(total=args.subnets, unit="subnet", file=sys.stderr)
 
@@ -77,11 +96,9 @@ def cmd_search(args) -> int:
 
     with Store(args.db) as store:
         if args.resume:
-            run = store.run(args.resume)
-            run_id, parent = args.resume, resume_parent(run)
-            cfg = replace(configs_of(run)[2], num_subnets=args.subnets)
+            run_id, parent = args.resume, rebuild_parent(store.run(args.resume))
         else:
-            run_id, parent = start_run(store, _model_spec(args), _data_spec(args), cfg)
+            run_id, parent = start_run(store, config)
         print(
             f"run {run_id}: {parent.model_spec.name}, parent accuracy {parent.accuracy:.4f}, "
             f"{parent.cost.parent_flops / 1e6:.2f} MFLOPs; {FLOPS_NOTE}",
@@ -89,7 +106,14 @@ def cmd_search(args) -> int:
             flush=True,
         )
         already = bar.n = store.count_subnets(run_id)
-        search(store, run_id, parent, cfg, progress=progress, cancel=threading.Event())
+        search(
+            store,
+            run_id,
+            parent,
+            num_subnets=args.subnets,
+            progress=progress,
+            cancel=threading.Event(),
+        )
         run = store.run(run_id)
         evaluated = store.count_subnets(run_id) - already
     bar.close()
@@ -156,7 +180,7 @@ def cmd_front(args) -> int:
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
-    from engine.train import TrainConfig, train_parent
+    from engine.train import train_parent
 
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     bar = tqdm(total=args.epochs, unit="epoch", file=sys.stderr)
@@ -181,11 +205,9 @@ def cmd_train(args) -> int:
     return 0
 
 
-def finetune_recipe(args):
+def finetune_recipe(args) -> FinetuneRecipe:
     """The FinetuneRecipe the `finetune` command's flags describe."""
-    from engine.finetune import FinetuneRecipe
-
-    return FinetuneRecipe(
+    return FinetuneRecipe.with_training(
         epochs=args.epochs,
         optimizer=args.optimizer,
         lr=args.lr,
@@ -235,16 +257,13 @@ def cmd_finetune(args) -> int:
 def cmd_export(args) -> int:
     from engine.export import export_subnet
     from engine.store import Store
+    from engine.workspace import latest_finetune
 
+    config = ExportConfig(int8=args.int8, runs=args.runs, threads=args.threads)
     with Store(args.db) as store:
         finetune_id = args.finetuned
         if finetune_id == "latest":
-            done = store.finetunes(args.run_id, args.subnet_id)
-            done = done[done["status"] == "done"]
-            if done.empty:
-                print(f"Subnet {args.subnet_id} has no finished fine-tune.", file=sys.stderr)
-                return 2
-            finetune_id = done.iloc[0]["finetune_id"]
+            finetune_id = latest_finetune(store, args.run_id, args.subnet_id)
 
         def progress(event: dict) -> None:
             print(f"[{event['done'] + 1}/{event['total']}] {event['step']}", file=sys.stderr)
@@ -255,9 +274,7 @@ def cmd_export(args) -> int:
             args.subnet_id,
             out_dir=args.out,
             finetune_id=finetune_id,
-            int8=args.int8,
-            runs=args.runs,
-            threads=args.threads,
+            config=config,
             progress=progress,
         )
     s, lat, parity = report["subnet"], report["latency"], report["parity"]
@@ -294,22 +311,24 @@ def build_parser() -> argparse.ArgumentParser:
     default_db = str(db_path())
 
     s = sub.add_parser("search", help="sample and evaluate subnets; prints the run id")
-    s.add_argument("--model", default="resnet20")
+    s.add_argument("--model", default=ModelSpec().name)
     s.add_argument(
-        "--weights", default="builtin", help="builtin | pretrained | random | PATH to a state dict"
+        "--weights",
+        default=ModelSpec().weights,
+        help="builtin | pretrained | random | PATH to a state dict",
     )
     _add_data_args(s)
     s.add_argument(
         "--constraint",
-        default="flops=50%",
+        default=str(SEARCH["constraint"]),
         help="flops=50%%, params=1e6, runtime_flops=25%% (FLOPs with channels padded to "
         "ONNX Runtime's channel block, which is what decides CPU speed), ...",
     )
-    s.add_argument("--subnets", type=int, default=60)
-    s.add_argument("--sampler", default="guided", choices=["guided", "uniform", "random"])
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--round-to", type=int, default=8)
-    s.add_argument("--importance", default="l1", choices=["l1", "bn_scale", "taylor"])
+    s.add_argument("--subnets", type=int, default=SEARCH["num_subnets"])
+    s.add_argument("--sampler", default=SEARCH["sampler"], choices=SAMPLERS)
+    s.add_argument("--seed", type=int, default=SEARCH["seed"])
+    s.add_argument("--round-to", type=int, default=SPACE["round_to"])
+    s.add_argument("--importance", default=SPACE["importance"], choices=IMPORTANCES)
     s.add_argument(
         "--channel-block",
         type=int,
@@ -317,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pad runtime FLOPs to blocks of N channels (16 on AVX-512 CPUs, 8 on AVX2); "
         "default: this machine's, read from ONNX Runtime",
     )
-    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--batch-size", type=int, default=SEARCH["batch_size"])
     s.add_argument("--resume", metavar="RUN_ID", help="continue this run (its stored settings win)")
     s.add_argument("--db", default=default_db)
     s.set_defaults(func=cmd_search)
@@ -335,28 +354,31 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_front)
 
     t = sub.add_parser("train", help="train a parent here; writes a self-describing checkpoint")
-    t.add_argument("--model", default="resnet20")
+    t.add_argument("--model", default=ModelSpec().name)
     _add_data_args(t)
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--lr", type=float, default=0.1)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=int, default=TRAIN.epochs)
+    t.add_argument("--lr", type=float, default=TRAIN.lr)
+    t.add_argument("--batch-size", type=int, default=TRAIN.batch_size)
+    t.add_argument("--seed", type=int, default=TRAIN.seed)
     t.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
     t.set_defaults(func=cmd_train)
 
     ft = sub.add_parser("finetune", help="fine-tune a stored subnet (resumes when run again)")
     ft.add_argument("run_id")
     ft.add_argument("subnet_id", type=int)
-    ft.add_argument("--epochs", type=int, default=5)
-    ft.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
-    ft.add_argument("--lr", type=float, default=0.02, help="starting learning rate (cosine decay)")
-    ft.add_argument("--weight-decay", type=float, default=5e-4)
-    ft.add_argument("--batch-size", type=int, default=128)
+    tune = RECIPE.train
+    ft.add_argument("--epochs", type=int, default=tune.epochs)
+    ft.add_argument("--optimizer", default=tune.optimizer, choices=OPTIMIZERS)
+    ft.add_argument(
+        "--lr", type=float, default=tune.lr, help="starting learning rate (cosine decay)"
+    )
+    ft.add_argument("--weight-decay", type=float, default=tune.weight_decay)
+    ft.add_argument("--batch-size", type=int, default=tune.batch_size)
     ft.add_argument("--no-augment", action="store_true", help="no random crop + flip")
     ft.add_argument("--distill", action="store_true", help="distil from the parent (KL + CE)")
-    ft.add_argument("--temperature", type=float, default=4.0)
-    ft.add_argument("--alpha", type=float, default=0.5, help="weight of the KL term")
-    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--temperature", type=float, default=RECIPE.temperature)
+    ft.add_argument("--alpha", type=float, default=RECIPE.alpha, help="weight of the KL term")
+    ft.add_argument("--seed", type=int, default=tune.seed)
     ft.add_argument("--db", default=default_db)
     ft.set_defaults(func=cmd_finetune)
 
@@ -372,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FINETUNE_ID",
         help="export the fine-tuned weights (the newest finished fine-tune unless an id is given)",
     )
-    e.add_argument("--runs", type=int, default=20, help="timed runs per latency figure")
+    e.add_argument("--runs", type=int, default=EXPORT.runs, help="timed runs per latency figure")
     e.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: torch's)")
     e.add_argument("--db", default=default_db)
     e.set_defaults(func=cmd_export)

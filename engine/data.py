@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from engine import synthetic
-from engine.config import DataSpec, home_dir
+from engine.config import DATASETS, DataSpec
 from engine.errors import DataError
 
 # torchvision class name, and whether horizontal flips preserve labels.
@@ -34,7 +34,6 @@ TORCHVISION_SETS = {
     "fashionmnist": ("FashionMNIST", True),
     "mnist": ("MNIST", False),
 }
-DATASETS = ("synthetic", *TORCHVISION_SETS, "imagefolder")
 CROP_PADDING = 4  # augmentation: random crops from images padded by this many pixels
 CACHED_SPLITS = ("calib", "val", "test")  # tensors() keeps these (small, used per subnet)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -218,7 +217,9 @@ def _load_torchvision(spec: DataSpec):
     from torchvision import datasets  # deferred: importing torchvision is slow
 
     cls_name, _ = TORCHVISION_SETS[spec.name]
-    root = Path(spec.root).expanduser() if spec.root else home_dir() / "datasets"
+    from engine.workspace import datasets_dir  # here: the workspace module builds on this one
+
+    root = Path(spec.root).expanduser() if spec.root else datasets_dir()
     try:
         parts = [
             getattr(datasets, cls_name)(str(root), train=t, download=spec.download)
@@ -278,7 +279,9 @@ def _load_imagefolder(root_arg: str | None, size: int):
         test_items = [it for it, h in zip(items, held, strict=True) if h]
         items = [it for it, h in zip(items, held, strict=True) if not h]
     key = hashlib.sha1(f"{_CACHE_VERSION}|{root}|{stamp}|{size}".encode()).hexdigest()[:16]
-    cache = home_dir() / "cache" / f"imagefolder-{root.name}-{key}.pt"
+    from engine.workspace import cache_dir  # here: the workspace module builds on this one
+
+    cache = cache_dir() / f"imagefolder-{root.name}-{key}.pt"
     try:
         data = torch.load(cache, weights_only=True)
     except Exception:  # missing or damaged: decode and (re)write

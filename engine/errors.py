@@ -42,3 +42,7 @@ class StoreError(PrunescopeError):
 
 class ExportError(PrunescopeError):
     title = "Export failed"
+
+
+class Cancelled(Exception):
+    """Raised inside a long job (training, export) when its cancel event is set; not an error."""

@@ -64,6 +64,22 @@ def per_class_accuracy(
     ]
 
 
+def rebuild_subnet(
+    parent, encoding: Sequence[int], batch_size: int = 256, timings: dict | None = None
+) -> nn.Module:
+    """The subnet of `parent` (engine.parent.Parent) at `encoding`, BatchNorm recalibrated on the
+    calibration split: the one implementation behind every score, fine-tune and export.
+    `timings` receives seconds_materialize and seconds_recalibrate when given."""
+    start = time.perf_counter()
+    model = materialize(parent.model, parent.space, encoding, parent.example_input)
+    middle = time.perf_counter()
+    recalibrate_batchnorm(model, parent.splits.tensors("calib")[0], batch_size)
+    if timings is not None:
+        timings["seconds_materialize"] = middle - start
+        timings["seconds_recalibrate"] = time.perf_counter() - middle
+    return model
+
+
 class SubnetEvaluator:
     """Scores encodings of a parent's space; a failing subnet becomes a row with `error` set."""
 
@@ -71,14 +87,7 @@ class SubnetEvaluator:
         self.parent = parent  # engine.parent.Parent
         self.batch_size = batch_size
         self.block = block  # ONNX Runtime's channel block for runtime FLOPs; None: not counted
-        self.calib_x, _ = parent.splits.tensors("calib")
         self.val_x, self.val_y = parent.splits.tensors("val")
-
-    def build(self, encoding: Sequence[int]) -> nn.Module:
-        """The recalibrated subnet, exactly as scored."""
-        p = self.parent
-        model = materialize(p.model, p.space, encoding, p.example_input)
-        return recalibrate_batchnorm(model, self.calib_x, self.batch_size)
 
     def __call__(self, encoding: Sequence[int], sampler: str = "") -> dict:
         encoding = [int(w) for w in encoding]
@@ -102,13 +111,7 @@ class SubnetEvaluator:
             "error": None,
         }
         try:
-            start = time.perf_counter()
-            p = self.parent
-            model = materialize(p.model, p.space, encoding, p.example_input)
-            row["seconds_materialize"] = time.perf_counter() - start
-            start = time.perf_counter()
-            recalibrate_batchnorm(model, self.calib_x, self.batch_size)
-            row["seconds_recalibrate"] = time.perf_counter() - start
+            model = rebuild_subnet(self.parent, encoding, self.batch_size, timings=row)
             start = time.perf_counter()
             row["accuracy"], row["loss"] = accuracy_and_loss(
                 model, self.val_x, self.val_y, self.batch_size

@@ -1,8 +1,109 @@
-"""The human-readable model card (MODEL_CARD.md) written beside model_card.json by an export."""
+"""The export's report: `build_report` assembles model_card.json from the measurements, and
+`model_card_markdown` renders it as MODEL_CARD.md."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
+
+import torch
+
 LATENCY_BATCHES = (1, 32)
+PACKAGES = ("torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "onnxscript", "numpy")
+FLOPS_NOTE = "FLOPs = 2 x multiply-accumulates per image (torch.utils.flop_counter)."
+INT8_SCHEME = "static, QDQ, per-channel int8 weights, uint8 activations (MinMax)"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def build_report(
+    *,
+    export_id: str,
+    run: dict,
+    subnet: dict,
+    finetune: dict | None,
+    measured: dict,
+    sizes: dict,
+    parity: dict,
+    latency: dict,
+    int8: dict | None,
+    preprocessing: dict,
+    channel_block: int,
+) -> dict:
+    """model_card.json. `measured`: val/test accuracy of the exported model in PyTorch, its
+    validation accuracy in ONNX Runtime, runtime FLOPs of parent and subnet and the subnet's
+    counted params; `sizes`: ONNX bytes of parent and subnet; `parity`: max differences with
+    tolerance and verdict; `latency`: threads, runs and a table per session (engine.onnx)."""
+    flops, params = float(subnet["flops"]), int(subnet["params"])
+    parent_flops, parent_params = float(run["parent_flops"]), int(run["parent_params"])
+    table = latency["table"]
+    lat = {"threads": latency["threads"], "runs": latency["runs"]}
+    lat |= {"subnet": table["subnet"], "parent": table["parent"]}
+    for batch in LATENCY_BATCHES:
+        key = f"batch_{batch}_ms"
+        lat[f"speedup_batch_{batch}"] = table["parent"][key] / table["subnet"][key]
+    if int8 is not None:
+        int8 = {**int8, "latency": table["int8"], "scheme": INT8_SCHEME}
+    return {
+        "export_id": export_id,
+        "run_id": run["run_id"],
+        "subnet_id": int(subnet["subnet_id"]),
+        "finetune_id": finetune["finetune_id"] if finetune else None,
+        "parent": {
+            "model": run["model"],
+            "weights": run["weights"],
+            "dataset": run["dataset"],
+            "flops": parent_flops,
+            "params": parent_params,
+            "val_accuracy": float(run["parent_accuracy"]),
+            "onnx_bytes": sizes["parent"],
+            "runtime_flops": measured["parent_runtime_flops"],
+        },
+        "subnet": {
+            "encoding": subnet["encoding"],
+            "hash": subnet["hash"],
+            "flops": flops,
+            "params": params,
+            "params_counted": measured["params_counted"],
+            "flops_ratio": flops / parent_flops,
+            "params_ratio": params / parent_params,
+            "onnx_bytes": sizes["subnet"],
+            "size_ratio": sizes["subnet"] / sizes["parent"],
+            "runtime_flops": measured["runtime_flops"],
+            "runtime_flops_ratio": measured["runtime_flops"] / measured["parent_runtime_flops"],
+        },
+        "accuracy": {
+            "val_recalibrated": float(subnet["accuracy"]),
+            "val_before_finetune": (
+                finetune["val_accuracy_before"] if finetune else measured["val_accuracy"]
+            ),
+            "test_before_finetune": (
+                finetune["test_accuracy_before"] if finetune else measured["test_accuracy"]
+            ),
+            "val_after_finetune": finetune["val_accuracy_after"] if finetune else None,
+            "test_after_finetune": finetune["test_accuracy_after"] if finetune else None,
+            "val_exported": measured["val_accuracy"],
+            "test_exported": measured["test_accuracy"],
+            "val_onnxruntime": measured["val_onnxruntime"],
+            "finetune_recipe": finetune["recipe"] if finetune else None,
+        },
+        "parity": parity,
+        "latency": lat,
+        "int8": int8,
+        "preprocessing": preprocessing,
+        "flops_note": FLOPS_NOTE,
+        "channel_block": channel_block,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "versions": package_versions(),
+    }
 
 
 def _pct(x: float | None) -> str:

@@ -18,10 +18,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from engine.config import REPO_ROOT, ModelSpec
+from engine.config import ModelSpec
 from engine.errors import ConfigError, WeightsError
 
-ASSETS = REPO_ROOT / "engine" / "assets"
+ASSETS = Path(__file__).resolve().parent / "assets"
 CIFAR_RESNETS = {"resnet20": 3, "resnet32": 5, "resnet56": 9}  # name -> blocks per stage
 DEFAULT_MODELS = ["resnet20", "resnet32", "resnet56", "resnet18", "mobilenet_v2", "resnet50"]
 METADATA_KEY = "prunescope"

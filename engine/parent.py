@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from engine.config import DataSpec, ModelSpec
+from engine.config import DataSpec, ModelSpec, SpaceConfig
 from engine.cost import CostModel
 from engine.data import Splits, load_dataset
 from engine.errors import ConfigError
@@ -35,27 +35,32 @@ class Parent:
 def load_parent(
     model_spec: ModelSpec,
     data_spec: DataSpec,
+    space_cfg: SpaceConfig | None = None,
     *,
-    round_to: int = 8,
-    importance: str = "l1",
-    space: dict | None = None,
+    stored_space: dict | None = None,
     batch_size: int = 256,
 ) -> Parent:
-    """Build (or rebuild, given a stored `space`) everything a search needs."""
+    """Build everything a search needs: the space from `space_cfg`, or exactly `stored_space`
+    (a `SearchSpace.to_dict()`) when rebuilding a stored run."""
+    space_cfg = space_cfg or SpaceConfig()
     splits = load_dataset(data_spec)
     model_spec = _fit_dataset(model_spec, splits)
     model = create_model(model_spec)
     calib_x, calib_y = splits.tensors("calib")
     example = calib_x[:1]
-    if space is not None:
-        search_space = SearchSpace.from_dict(space)
+    if stored_space is not None:
+        search_space = SearchSpace.from_dict(stored_space)
     else:
         grads = None
-        if importance == "taylor":
+        if space_cfg.importance == "taylor":
             n = min(TAYLOR_IMAGES, len(calib_x))
             grads = [(calib_x[i : i + 64], calib_y[i : i + 64]) for i in range(0, n, 64)]
         search_space = build_space(
-            model, example, round_to=round_to, importance=importance, grad_batches=grads
+            model,
+            example,
+            round_to=space_cfg.round_to,
+            importance=space_cfg.importance,
+            grad_batches=grads,
         )
     cost = CostModel(model, search_space, example)
     val_x, val_y = splits.tensors("val")

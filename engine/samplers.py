@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 
 from engine.cost import CostModel
+from engine.config import SAMPLERS
 from engine.errors import ConfigError
 from engine.pareto import pareto_front
 from engine.space import Encoding, SearchSpace, encoding_hash
 
-SAMPLERS = ("guided", "uniform", "random")
 RANDOM_BATCH = 2048  # candidates drawn at once and filtered by cost
 GUIDED_SEED_SHARE = 0.2  # share of a guided run spent on the uniform sweep before evolving
 GUIDED_FIRST = 2  # uniform subnets just within the budget, evaluated before the rest of the sweep

@@ -1,7 +1,8 @@
 """A search: sample encodings, evaluate them, store every row the moment it is measured.
 
 `run_search` starts a run or resumes one (same run id): the history is read back from the store,
-nothing stored is evaluated again, and the run ends with `num_subnets` unique subnets.
+nothing stored is evaluated again, and the run ends with its number of unique subnets. The budget
+is computed once, when the run is recorded, and read back from the run afterwards.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
+from engine.config import Constraint, ModelSpec, RunConfig, SearchConfig
 from engine.errors import ConfigError, ConstraintError
 from engine.evaluate import SubnetEvaluator
 from engine.executors import Executor, InProcessExecutor
@@ -23,10 +24,9 @@ from engine.runtime import channel_block
 from engine.samplers import Evaluated, make_sampler
 from engine.space import encoding_hash
 from engine.store import Store
+from engine.workspace import rebuild_parent, run_config
 
 HEARTBEAT_SECONDS = 5.0
-
-
 UNITS = {"flops": "FLOPs", "params": "parameters", "runtime_flops": "runtime FLOPs"}
 
 
@@ -57,32 +57,27 @@ def describe_weights(spec: ModelSpec) -> str:
 
 
 def start_run(
-    store: Store,
-    model_spec: ModelSpec,
-    data_spec: DataSpec,
-    cfg: SearchConfig,
-    *,
-    parent: Parent | None = None,
+    store: Store, config: RunConfig, *, parent: Parent | None = None
 ) -> tuple[str, Parent]:
-    """Prepare the parent (or reuse `parent`, loaded from these specs), validate the constraint,
-    and record a new run."""
+    """Prepare the parent (or reuse `parent`, loaded from the same specs), validate the
+    constraint, and record a new run with its budget, fixed from now on."""
     if parent is None:
         parent = load_parent(
-            model_spec,
-            data_spec,
-            round_to=cfg.round_to,
-            importance=cfg.importance,
-            batch_size=cfg.batch_size,
+            config.model, config.data, config.space, batch_size=config.search.batch_size
         )
-    elif (parent.space.round_to, parent.space.importance) != (cfg.round_to, cfg.importance):
+    elif (parent.space.round_to, parent.space.importance) != (
+        config.space.round_to,
+        config.space.importance,
+    ):
         raise ConfigError("The given parent's space was built with another round_to/importance.")
-    cfg = with_channel_block(cfg)
+    config = replace(config, model=parent.model_spec, search=with_channel_block(config.search))
+    cfg = config.search
     budget = budget_for(parent, cfg.constraint, cfg.channel_block)
     full = [parent.space.full()]
     run_id = store.create_run(
         model=parent.model_spec.name,
         weights=describe_weights(parent.model_spec),
-        dataset=data_spec.name,
+        dataset=config.data.name,
         constraint_text=str(cfg.constraint),
         sampler=cfg.sampler,
         num_subnets=cfg.num_subnets,
@@ -93,49 +88,30 @@ def start_run(
         budget=budget,
         channel_block=cfg.channel_block,
         parent_runtime_flops=parent.cost.padded_flops(full, cfg.channel_block)[0],
-        config={
-            "model": parent.model_spec.to_dict(),
-            "data": data_spec.to_dict(),
-            "search": cfg.to_dict(),
-        },
+        config=config.to_dict(),
         space=parent.space.to_dict(),
     )
     return run_id, parent
-
-
-def configs_of(run: dict) -> tuple[ModelSpec, DataSpec, SearchConfig]:
-    """The specs a stored run was started with."""
-    config = run["config"]
-    search = dict(config["search"])
-    search["constraint"] = Constraint.parse(search["constraint"])
-    return ModelSpec(**config["model"]), DataSpec(**config["data"]), SearchConfig(**search)
-
-
-def resume_parent(run: dict) -> Parent:
-    """Rebuild a stored run's parent with the very search space it was searched in."""
-    model_spec, data_spec, cfg = configs_of(run)
-    return load_parent(model_spec, data_spec, space=run["space"], batch_size=cfg.batch_size)
 
 
 def search(
     store: Store,
     run_id: str,
     parent: Parent,
-    cfg: SearchConfig,
     *,
+    num_subnets: int | None = None,
     executor: Executor | None = None,
     progress: Callable[[dict], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> str:
-    """Evaluate until the run holds `cfg.num_subnets` unique subnets; returns the final status."""
+    """Evaluate until the run holds its number of unique subnets (`num_subnets` when given),
+    within the budget stored when the run started; returns the final status."""
     executor = executor or InProcessExecutor()
-    cfg = with_channel_block(cfg)
-    metric, block = cfg.constraint.metric, cfg.channel_block
-    try:
-        budget = budget_for(parent, cfg.constraint, block)
-    except Exception as exc:
-        store.set_status(run_id, "failed", f"{exc.__class__.__name__}: {exc}")
-        raise
+    run = store.run(run_id)
+    cfg = with_channel_block(run_config(run).search)
+    if num_subnets:
+        cfg = replace(cfg, num_subnets=num_subnets)
+    metric, block, budget = cfg.constraint.metric, cfg.channel_block, float(run["budget"])
     evaluate = SubnetEvaluator(parent, cfg.batch_size, block)
     sampler = make_sampler(
         cfg.sampler, parent.space, parent.cost, metric, budget, cfg.num_subnets, block
@@ -197,25 +173,18 @@ def search(
 
 def run_search(
     store: Store,
-    model_spec: ModelSpec | None = None,
-    data_spec: DataSpec | None = None,
-    cfg: SearchConfig | None = None,
+    config: RunConfig | None = None,
     *,
     resume: str | None = None,
     num_subnets: int | None = None,
     **kwargs,
 ) -> str:
-    """Start a new run (specs given) or resume `resume`; returns the run id."""
+    """Start a new run from `config`, or resume the stored run `resume`; returns the run id."""
     if resume:
-        run = store.run(resume)
-        parent = resume_parent(run)
-        cfg = configs_of(run)[2]
-        if num_subnets:
-            cfg = replace(cfg, num_subnets=num_subnets)
-        run_id = resume
+        run_id, parent = resume, rebuild_parent(store.run(resume))
     else:
-        if model_spec is None or data_spec is None or cfg is None:
-            raise ConfigError("A new search needs a model, a dataset and a search configuration.")
-        run_id, parent = start_run(store, model_spec, data_spec, cfg)
-    search(store, run_id, parent, cfg, **kwargs)
+        if config is None:
+            raise ConfigError("A new search needs a run configuration (model, data, search).")
+        run_id, parent = start_run(store, config)
+    search(store, run_id, parent, num_subnets=num_subnets, **kwargs)
     return run_id

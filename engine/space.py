@@ -17,10 +17,10 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from engine.config import IMPORTANCES
 from engine.errors import ConfigError, SpaceError
 
 Encoding = tuple[int, ...]
-IMPORTANCES = ("l1", "bn_scale", "taylor")
 
 
 @dataclass(frozen=True)

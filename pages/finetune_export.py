@@ -1,18 +1,19 @@
 """Fine-tune & Export: fine-tune one subnet in the background, export it, download the files."""
 
-import dataclasses
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from engine.errors import PrunescopeError
-from engine.finetune import FinetuneRecipe, finetune_id
+from engine.config import OPTIMIZERS, FinetuneRecipe
+from engine.finetune import finetune_id
+from engine.jobs import Job
 from engine.pareto import knee, pareto_front
-from ui import jobs, resources
+from ui import forms, jobs, resources
 from ui.charts import valid_rows, widths_figure
 from ui.export_view import RECALIBRATED, exports_table, finetunes_table, show_report
-from ui.format import FLOPS_NOTE, pct, recipe_text, si
+from ui.format import FLOPS_NOTE, pct, recipe_epochs, recipe_text, si
 from ui.nav import through_app
 from ui.progress import SESSION_KEYS, busy_note, job_panel
 from ui.widgets import picked_run, remember
@@ -21,29 +22,14 @@ through_app()
 
 LIST_ALL_UP_TO = 1000  # subnets; beyond this only the front (and the preselected one) is offered
 RESUMABLE = ("cancelled", "interrupted", "failed")
-LEARNING_RATES = {"sgd": 0.02, "adamw": 0.001}  # a good start for each optimizer
-OPTIMIZERS = {"sgd": "SGD (momentum 0.9, Nesterov)", "adamw": "AdamW"}
-DEFAULTS = {
-    "fx_epochs": 5,
-    "fx_optimizer": "sgd",
-    "fx_lr": LEARNING_RATES["sgd"],
-    "fx_distill": False,
-    "fx_temperature": 4.0,
-    "fx_alpha": 0.5,
-    "fx_weight_decay": 5e-4,
-    "fx_batch": 128,
-    "fx_augment": True,
-    "fx_seed": 0,
-    "fx_int8": False,
-}
-RECIPE_FIELDS = {f.name for f in dataclasses.fields(FinetuneRecipe)}
+OPTIMIZER_LABELS = {"sgd": "SGD (momentum 0.9, Nesterov)", "adamw": "AdamW"}
 
 
 def _optimizer_changed() -> None:
-    st.session_state["fx_lr"] = LEARNING_RATES[st.session_state["fx_optimizer"]]
+    st.session_state["fx_lr"] = forms.finetune_lr(st.session_state["fx_optimizer"])
 
 
-def _follow_once(job: jobs.Job | None, key: str, value) -> None:
+def _follow_once(job: Job | None, key: str, value) -> None:
     """Once per finished job of this session: point widget `key` at what the job made."""
     followed = st.session_state.setdefault("_fx_followed", set())
     if job is None or job.active or job.status != "done" or job.job_id in followed:
@@ -65,7 +51,7 @@ def records_of(frame: pd.DataFrame) -> list[dict]:
     return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
-remember("fx_", DEFAULTS)
+remember("fx_", forms.finetune_defaults())
 registry = jobs.registry()
 store = resources.store()
 st.title("Fine-tune & Export")
@@ -161,8 +147,8 @@ with settings:
     st.number_input("Epochs", 1, 1000, key="fx_epochs")
     st.radio(
         "Optimizer",
-        list(OPTIMIZERS),
-        format_func=OPTIMIZERS.get,
+        OPTIMIZERS,
+        format_func=OPTIMIZER_LABELS.get,
         horizontal=True,
         key="fx_optimizer",
         on_change=_optimizer_changed,
@@ -194,18 +180,7 @@ with settings:
     ss = st.session_state
     recipe = None
     try:
-        recipe = FinetuneRecipe(
-            epochs=int(ss.fx_epochs),
-            optimizer=ss.fx_optimizer,
-            lr=float(ss.fx_lr),
-            weight_decay=float(ss.fx_weight_decay),
-            batch_size=int(ss.fx_batch),
-            augment=bool(ss.fx_augment),
-            distill=bool(distill),
-            temperature=float(ss.fx_temperature),
-            alpha=float(ss.fx_alpha),
-            seed=int(ss.fx_seed),
-        )
+        recipe = forms.finetune_recipe(ss)
     except PrunescopeError as exc:
         problems.append((exc.title, exc.message))
     for title, message in problems:
@@ -253,7 +228,7 @@ else:
         text, button = st.columns([5, 1], vertical_alignment="center")
         text.markdown(
             f"`{r['finetune_id']}` {status} after {int(r['epochs_done'] or 0)} of "
-            f"{(r['recipe'] or {}).get('epochs', '?')} epochs"
+            f"{recipe_epochs(r['recipe'])} epochs"
             + (f": {r['message']}" if r["message"] else ".")
         )
         if button.button(
@@ -263,9 +238,9 @@ else:
             disabled=bool(registry.active()),
             help="Continue from the last finished epoch.",
         ):
-            stored = {k: v for k, v in (r["recipe"] or {}).items() if k in RECIPE_FIELDS}
             try:
-                job = registry.start_finetune(store, run_id, subnet_id, FinetuneRecipe(**stored))
+                recipe = FinetuneRecipe.from_dict(r["recipe"])  # ConfigError when unreadable
+                job = registry.start_finetune(store, run_id, subnet_id, recipe)
             except PrunescopeError as exc:
                 resources.show_error(exc)
             else:
@@ -300,7 +275,7 @@ with settings:
             state = "still running" if source in working else status_of(tune, working)
             st.error(
                 f"**Fine-tune {source} is {state}** — it has finished "
-                f"{int(tune['epochs_done'] or 0)} of {(tune['recipe'] or {}).get('epochs', '?')} epochs, "
+                f"{int(tune['epochs_done'] or 0)} of {recipe_epochs(tune['recipe'])} epochs, "
                 "so there are no fine-tuned weights to export"
                 + (
                     " yet. Export it when it finishes"
@@ -323,7 +298,7 @@ with settings:
                 run_id,
                 subnet_id,
                 finetune_id=None if source == RECALIBRATED else source,
-                int8=bool(ss.fx_int8),
+                config=forms.export_config(ss),
             )
         except PrunescopeError as exc:
             resources.show_error(exc)

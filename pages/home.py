@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from engine.config import db_path
+from engine.workspace import db_path
 from ui.nav import PAGES, through_app
 
 through_app()

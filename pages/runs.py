@@ -4,8 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from engine.errors import PrunescopeError
-from engine.finetune import delete_run_and_files
 from engine.pareto import best_under_budget
+from engine.workspace import delete_run
 from ui import jobs, resources
 from ui.charts import overlay_figure, valid_rows
 from ui.format import constraint_metric, pct, run_channel_block, run_label
@@ -101,7 +101,7 @@ if st.session_state.get("_confirm_delete") == target:
     yes, no = st.columns(2)
     if yes.button("Yes, delete", type="primary"):
         try:
-            delete_run_and_files(store, target)
+            delete_run(store, target)
         except PrunescopeError as exc:
             resources.show_error(exc)
         else:

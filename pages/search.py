@@ -2,12 +2,11 @@
 
 import streamlit as st
 
-from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
+from engine.config import DATASETS, IMPORTANCES, SAMPLERS, WEIGHT_SOURCES, ModelSpec
 from engine.errors import PrunescopeError
 from engine.models import available_models, builtin_weights_path
 from engine.runtime import channel_block
-from engine.train import TrainConfig
-from ui import jobs, resources, weights
+from ui import forms, jobs, resources, weights
 from ui.format import FLOPS_NOTE, METRIC_LABELS, runtime_note
 from ui.nav import through_app
 from ui.progress import busy_note, job_panel
@@ -15,6 +14,7 @@ from ui.widgets import remember
 
 through_app()
 
+# Labels of the engine's choices; "train" trains the parent here first.
 WEIGHTS = {
     "builtin": "Built-in (trained on the built-in synthetic set)",
     "pretrained": "Pretrained (torchvision's ImageNet weights; downloads once)",
@@ -22,45 +22,25 @@ WEIGHTS = {
     "train": "Train here on the dataset",
     "random": "Random initialization (a quick look; accuracy near chance)",
 }
-DATASETS = {
+WEIGHT_CHOICES = [*WEIGHT_SOURCES[:3], "train", *WEIGHT_SOURCES[3:]]
+DATASET_LABELS = {
     "synthetic": "Built-in synthetic shapes (offline, 10 classes)",
     "cifar10": "CIFAR-10",
     "fashionmnist": "Fashion-MNIST",
     "mnist": "MNIST",
     "imagefolder": "ImageFolder (a folder of class sub-folders)",
 }
-SAMPLERS = {
+SAMPLER_LABELS = {
     "guided": "Guided: a uniform sweep, then evolution of the front near the budget",
     "uniform": "Uniform: every group at the same fraction of its width",
     "random": "Random: random widths within the budget",
 }
-DEFAULTS = {
-    "search_weights": "builtin" if builtin_weights_path(ModelSpec()).exists() else "random",
-    "search_dataset": "synthetic",
-    "search_metric": "flops",
-    "search_mode": "relative",
-    "search_limit": "50",
-    "search_subnets": 60,
-    "search_sampler": "guided",
-    "search_epochs": 10,
-    "search_round_to": 8,
-    "search_block": channel_block(),
-    "search_importance": "l1",
-    "search_calib": 2000,
-    "search_val": 2000,
-    "search_train": 0,
-    "search_test": 0,
-    "search_seed": 0,
-    "search_batch": 256,
-}
-
-
 @st.cache_data(show_spinner=False)
 def model_names() -> list[str]:
     return available_models()
 
 
-remember("search_", DEFAULTS)
+remember("search_", forms.search_defaults())
 registry = jobs.registry()
 store = resources.store()
 st.title("Search")
@@ -75,7 +55,7 @@ with settings:
         help="CIFAR-style ResNets first, then every torchvision classifier.",
     )
     dataset = st.selectbox(
-        "Dataset", list(DATASETS), format_func=DATASETS.get, key="search_dataset"
+        "Dataset", list(DATASETS), format_func=DATASET_LABELS.get, key="search_dataset"
     )
     root = None
     if dataset == "imagefolder":
@@ -88,7 +68,7 @@ with settings:
             problems.append(("Dataset", "Enter the path of a folder of class sub-folders."))
     elif dataset != "synthetic":
         st.caption("Downloaded by torchvision on first use (needs internet once).")
-    source = st.radio("Weights", list(WEIGHTS), format_func=WEIGHTS.get, key="search_weights")
+    source = st.radio("Weights", WEIGHT_CHOICES, format_func=WEIGHTS.get, key="search_weights")
     spec = ModelSpec(name=model, weights=source)
     if source == "builtin" and not builtin_weights_path(spec).exists():
         problems.append(
@@ -120,7 +100,7 @@ with settings:
         )
 
     metric_col, mode_col, limit_col = st.columns(3)
-    metric = metric_col.radio(
+    metric_col.radio(
         "Constraint",
         list(METRIC_LABELS),
         format_func=METRIC_LABELS.get,
@@ -128,25 +108,24 @@ with settings:
         help=runtime_note(int(st.session_state.search_block))
         + " Limit them to find subnets that are as much faster as they are smaller.",
     )
-    mode = mode_col.radio(
+    mode_col.radio(
         "Limit as",
         ["relative", "absolute"],
         key="search_mode",
         format_func={"relative": "% of parent", "absolute": "absolute"}.get,
     )
-    limit = limit_col.text_input(
+    limit_col.text_input(
         "Limit",
         key="search_limit",
         help="50 with '% of parent' keeps at most half the parent's "
         "FLOPs (or params); absolute takes a count such as 2e7.",
     )
     try:
-        suffix = "%" if mode == "relative" else ""
-        constraint = Constraint.parse(f"{metric}={limit.strip().rstrip('%')}{suffix}")
+        forms.search_constraint(st.session_state)
     except PrunescopeError as exc:
         problems.append((exc.title, exc.message))
     st.number_input("Subnets to evaluate", 2, 100_000, step=10, key="search_subnets")
-    st.selectbox("Sampler", list(SAMPLERS), format_func=SAMPLERS.get, key="search_sampler")
+    st.selectbox("Sampler", SAMPLERS, format_func=SAMPLER_LABELS.get, key="search_sampler")
     with st.expander("Advanced"):
         st.number_input(
             "Round widths to",
@@ -169,7 +148,7 @@ with settings:
             f"This machine's ONNX Runtime uses {channel_block()}; set the block of the CPU you "
             "will deploy on (16 with AVX-512, 8 with AVX2).",
         )
-        st.selectbox("Channel importance", ["l1", "bn_scale", "taylor"], key="search_importance")
+        st.selectbox("Channel importance", IMPORTANCES, key="search_importance")
         st.number_input(
             "Calibration size",
             1,
@@ -212,28 +191,10 @@ with settings:
     busy = busy_note("start a search")
     if st.button("Start search", type="primary", disabled=bool(problems or busy)):
         ss = st.session_state
-        data_spec = DataSpec(
-            name=dataset,
-            root=root,
-            calib_size=int(ss.search_calib),
-            val_size=int(ss.search_val),
-            seed=int(ss.search_seed),
-            train_size=int(ss.search_train) or None,
-            test_size=int(ss.search_test) or None,
-        )
-        cfg = SearchConfig(
-            num_subnets=int(ss.search_subnets),
-            sampler=ss.search_sampler,
-            seed=int(ss.search_seed),
-            round_to=int(ss.search_round_to),
-            importance=ss.search_importance,
-            channel_block=int(ss.search_block),
-            batch_size=int(ss.search_batch),
-            constraint=constraint,
-        )
-        train = TrainConfig(epochs=int(ss.search_epochs)) if source == "train" else None
         try:
-            job = registry.start_search(store, spec, data_spec, cfg, train)
+            config = forms.search_config(ss, spec, root)
+            train = forms.parent_training(ss) if source == "train" else None
+            job = registry.start_search(store, config, train)
         except PrunescopeError as exc:
             st.error(f"**{exc.title}** — {exc.message}")
         else:

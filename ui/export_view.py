@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.model_card import model_card_markdown
-from ui.format import FLOPS_NOTE, duration, megabytes, pct, recipe_text, si
+from ui.format import FLOPS_NOTE, duration, megabytes, pct, recipe_epochs, recipe_text, si
 
 # Download buttons, in this order: role -> what the file is (roles as engine.export names them).
 DOWNLOADS = {
@@ -57,7 +57,7 @@ def finetunes_table(records: list[dict], statuses: list[str]) -> pd.DataFrame:
             "status": statuses,
             "recipe": [recipe_text(r["recipe"] or {}) for r in records],
             "epochs": [
-                f"{int(r['epochs_done'] or 0)} / {(r['recipe'] or {}).get('epochs', '?')}"
+                f"{int(r['epochs_done'] or 0)} / {recipe_epochs(r['recipe'])}"
                 for r in records
             ],
             "validation before → after": [

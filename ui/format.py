@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+from engine.config import Constraint, FinetuneRecipe
+from engine.errors import PrunescopeError
+
 METRIC_LABELS = {"flops": "FLOPs", "params": "Params", "runtime_flops": "Runtime FLOPs"}
 FLOPS_NOTE = "FLOPs = 2 × multiply-accumulates per image (as torch.utils.flop_counter counts them)."
 
@@ -48,8 +51,10 @@ def run_label(run: dict) -> str:
 
 def constraint_metric(run: dict) -> str:
     """'flops', 'params' or 'runtime_flops': what the run's budget limits."""
-    metric = str(run.get("constraint_text") or "flops").split("=")[0].strip()
-    return metric if metric in METRIC_LABELS else "flops"
+    try:
+        return Constraint.parse(str(run.get("constraint_text"))).metric
+    except PrunescopeError:
+        return "flops"
 
 
 def run_channel_block(run: dict) -> int | None:
@@ -65,19 +70,26 @@ def runtime_note(block: int) -> str:
     )
 
 
+def stored_recipe(recipe) -> FinetuneRecipe | None:
+    """A fine-tune recipe as stored (either layout), or None when it cannot be read."""
+    if isinstance(recipe, FinetuneRecipe):
+        return recipe
+    try:
+        return FinetuneRecipe.from_dict(recipe or {})
+    except PrunescopeError:
+        return None
+
+
 def recipe_text(recipe) -> str:
     """A fine-tune recipe (FinetuneRecipe or its stored dict) in one line."""
-    r = recipe if isinstance(recipe, dict) else recipe.to_dict()
-    epochs = int(r.get("epochs", 0))
-    parts = [
-        f"{epochs} epoch{'s' if epochs != 1 else ''}",
-        f"{str(r.get('optimizer', 'sgd')).upper().replace('ADAMW', 'AdamW')} lr {r.get('lr', 0):g}",
-    ]
-    if r.get("distill"):
-        parts.append(f"distilled T={r.get('temperature', 0):g} α={r.get('alpha', 0):g}")
-    if not r.get("augment", True):
-        parts.append("no augmentation")
-    return " · ".join(parts)
+    r = stored_recipe(recipe)
+    return "unreadable recipe" if r is None else r.describe()
+
+
+def recipe_epochs(recipe) -> str:
+    """The epochs a stored recipe asks for, as text ('?' when unreadable)."""
+    r = stored_recipe(recipe)
+    return "?" if r is None else str(r.train.epochs)
 
 
 def megabytes(n: float | None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from engine.jobs import KINDS, Job
 from ui import jobs, resources
 from ui.charts import front_figure
 from ui.format import constraint_metric, duration, pct
@@ -16,7 +17,7 @@ from ui.widgets import select_run
 
 STALE_AFTER_S = 600  # a searching run that has not beaten its heart this long is dead
 
-# What each export step is doing, as engine.export names the steps.
+# What each export step is doing, for each of engine.export.STEPS.
 EXPORT_STEPS = {
     "model": "Rebuilding the subnet, measuring its accuracy, saving the weights",
     "onnx": "Exporting to ONNX and running the full checker",
@@ -183,7 +184,7 @@ def follow_search(run_id: str, shown: int, total: int) -> None:
     st.caption(f"This run is still searching ({shown} of {total} subnets); the chart follows it.")
 
 
-def job_panel(kind: str = "search", empty: str | None = None, keep=None) -> jobs.Job | None:
+def job_panel(kind: str = "search", empty: str | None = None, keep=None) -> Job | None:
     """This session's job of `kind`, or else any running one: a second tab sees it too.
 
     A finished job of this session shows only while `keep(job)` is true (default: always);
@@ -210,7 +211,7 @@ def busy_note(what: str) -> bool:
     busy = jobs.registry().active()
     if busy:
         st.caption(
-            f"{jobs.KINDS[busy[0].kind]} is running ({busy[0].label}); "
+            f"{KINDS[busy[0].kind]} is running ({busy[0].label}); "
             f"{what} when it ends or after cancelling it."
         )
     return bool(busy)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from engine.config import db_path
 from engine.errors import PrunescopeError
-from engine.evaluate import SubnetEvaluator, per_class_accuracy
-from engine.search import configs_of, resume_parent
+from engine.evaluate import per_class_accuracy
 from engine.store import Store
+from engine.workspace import db_path, rebuild_parent, scored_subnet
 from ui.jobs import registry
 
 
@@ -97,7 +96,7 @@ def cleared() -> None:
 @st.cache_resource(show_spinner=False, max_entries=2)
 def parent(path: str, run_id: str):
     """The run's parent rebuilt in its stored space (model, data splits); seconds of CPU."""
-    return resume_parent(_open_store(path).run(run_id))
+    return rebuild_parent(_open_store(path).run(run_id))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -105,10 +104,10 @@ def class_accuracy(path: str, run_id: str, subnet_id: int | None) -> list[float]
     """Per-class accuracy on the search-validation split: of the parent when subnet_id is None."""
     p = parent(path, run_id)
     s = _open_store(path)
-    batch_size = configs_of(s.run(run_id))[2].batch_size  # recalibrate exactly as scored
+    run = s.run(run_id)
     val_x, val_y = p.splits.tensors("val")
     if subnet_id is None:
         model = p.model
     else:
-        model = SubnetEvaluator(p, batch_size).build(s.subnet(run_id, subnet_id)["encoding"])
-    return per_class_accuracy(model, val_x, val_y, p.splits.num_classes, batch_size)
+        model = scored_subnet(p, run, s.subnet(run_id, subnet_id)["encoding"])
+    return per_class_accuracy(model, val_x, val_y, p.splits.num_classes)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine.config import ModelSpec, home_dir
+from engine.config import ModelSpec
 from engine.errors import PrunescopeError
 from engine.models import apply_state_dict, build_architecture, read_state_dict
+from engine.workspace import uploads_dir
 
 UPLOAD_TYPES = ["safetensors", "pt", "pth"]
 BUILTIN_CLASSES = 10  # the synthetic set, CIFAR-10, Fashion-MNIST and MNIST all have 10
@@ -31,7 +32,7 @@ def save_upload(name: str, data: bytes) -> Path:
     ext = Path(name).suffix.lower().lstrip(".")
     if ext not in UPLOAD_TYPES:
         ext = "pt"  # read_state_dict treats anything but .safetensors as a torch file
-    path = home_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()}.{ext}"
+    path = uploads_dir() / f"{hashlib.sha256(data).hexdigest()}.{ext}"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
