@@ -36,17 +36,17 @@ import torch_pruning as tp
 from torch import nn
 
 from bench.common import CACHE, RESULTS, command_line, parent_checkpoint
-from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
+from engine.config import Constraint, DataSpec, FinetuneRecipe, ModelSpec, RunConfig, SearchConfig
 from engine.cost import measure
 from engine.evaluate import accuracy_and_loss, recalibrate_batchnorm
-from engine.finetune import FinetuneRecipe, training_setup
+from engine.finetune import training_setup
+from engine.loop import train_epoch
 from engine.models import read_checkpoint_metadata
 from engine.parent import Parent, load_parent
 from engine.pareto import best_under_budget, pareto_front
 from engine.search import search, start_run
 from engine.space import classifier_name, materialize
 from engine.store import Store
-from engine.train import train_epoch
 
 METHODS = ("prunescope", "uniform", "tp_l1", "tp_taylor", "random")
 LABELS = {
@@ -70,8 +70,9 @@ def prunescope_search(store: Store, parent: Parent, sampler: str, pct: float, n:
         num_subnets=n, sampler=sampler, seed=seed, constraint=Constraint("flops", pct, True)
     )
     start = time.perf_counter()
-    run_id, _ = start_run(store, parent.model_spec, parent.data_spec, cfg, parent=parent)
-    search(store, run_id, parent, cfg)
+    config = RunConfig(model=parent.model_spec, data=parent.data_spec, search=cfg)
+    run_id, _ = start_run(store, config, parent=parent)
+    search(store, run_id, parent)
     return store.subnets(run_id), time.perf_counter() - start
 
 
@@ -132,8 +133,9 @@ def tp_at_budget(parent: Parent, budget: float, kind: str):
 def short_finetune(model: nn.Module, parent: Parent, recipe: FinetuneRecipe) -> float:
     """The same short fine-tune for every starting point; returns test accuracy."""
     model = copy.deepcopy(model)
-    torch.manual_seed(recipe.seed)
-    cfg, opt, sched, loss_fn = training_setup(model, parent, recipe)
+    cfg = recipe.train
+    torch.manual_seed(cfg.seed)
+    opt, sched, loss_fn = training_setup(model, parent, recipe)
     for epoch in range(cfg.epochs):
         train_epoch(model, parent.splits, cfg, opt, sched, epoch, loss_fn=loss_fn)
     return accuracy_and_loss(model, *parent.splits.tensors("test"))[0]
@@ -274,7 +276,8 @@ def main() -> None:
     model_spec = ModelSpec(name="resnet20", weights="file", weights_path=str(checkpoint))
     parent = load_parent(model_spec, data)
     meta = read_checkpoint_metadata(checkpoint)
-    recipe = FinetuneRecipe(epochs=args.finetune_epochs, seed=args.seed)
+    recipe = FinetuneRecipe.with_training(epochs=args.finetune_epochs, seed=args.seed)
+    tune = recipe.train
     lines = [
         f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"{platform.python_version()}; "
@@ -285,8 +288,8 @@ def main() -> None:
         f"parent: resnet20 trained {meta.get('epochs_done')} epochs in {meta.get('seconds', 0):.0f}s of wall time (pauses included), "
         f"test {meta.get('test_accuracy') or accuracy_and_loss(parent.model, *parent.splits.tensors('test'))[0]:.4f}, "
         f"search-validation {parent.accuracy:.4f}, {parent.cost.parent_flops / 1e6:.1f} MFLOPs",
-        f"fine-tune: {recipe.epochs} epoch(s), {recipe.optimizer} lr {recipe.lr} cosine, batch "
-        f"{recipe.batch_size}, seed {recipe.seed}; KD: T={recipe.temperature}, alpha={recipe.alpha}",
+        f"fine-tune: {tune.epochs} epoch(s), {tune.optimizer} lr {tune.lr} cosine, batch "
+        f"{tune.batch_size}, seed {tune.seed}; KD: T={recipe.temperature}, alpha={recipe.alpha}",
     ]
     for line in lines:
         print(line, flush=True)

@@ -23,9 +23,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engine.config import Constraint, ModelSpec  # noqa: E402
+from engine.config import ModelSpec  # noqa: E402
 from engine.space import encoding_hash  # noqa: E402
 from engine.store import Store  # noqa: E402
+from tests.factories import record_run  # noqa: E402 - the run factory the tests use
 
 CACHE = REPO / "bench" / "cache"
 TARGET_MS = 300.0
@@ -57,22 +58,13 @@ def fill(path: Path, n: int, seed: int = 0) -> str:
     flops, params = cost.costs(matrix)
     ratio = flops / cost.parent_flops
     accuracy = np.clip(0.91 - 0.55 * np.exp(-5 * ratio) + rng.normal(0, 0.015, n), 0.05, 0.95)
-    constraint = Constraint.parse("flops=50%")
     with Store(path) as store:
-        run_id = store.create_run(
-            model="resnet20",
-            weights="builtin",
-            dataset="synthetic",
-            constraint_text=str(constraint),
-            sampler="guided",
-            num_subnets=n,
-            parent_accuracy=0.912,
-            parent_loss=0.31,
+        run_id = record_run(
+            store,
+            space=space.to_dict(),
             parent_flops=cost.parent_flops,
             parent_params=cost.parent_params,
-            budget=constraint.limit(cost.parent_flops),
-            config={"model": ModelSpec().to_dict(), "search": {"constraint": str(constraint)}},
-            space=space.to_dict(),
+            num_subnets=n,
         )
         samplers = rng.choice(["uniform", "random", "guided"], size=n, p=[0.1, 0.3, 0.6])
         for i, (h, enc) in enumerate(encodings.items()):

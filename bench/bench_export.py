@@ -31,52 +31,60 @@ from pathlib import Path
 import torch
 
 from bench.common import CACHE, RESULTS, command_line, parent_checkpoint
-from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
+from engine.config import (
+    Constraint,
+    DataSpec,
+    ExportConfig,
+    FinetuneRecipe,
+    ModelSpec,
+    RunConfig,
+    SearchConfig,
+    SpaceConfig,
+    TrainConfig,
+)
 from engine.errors import ConstraintError
 from engine.export import export_subnet
-from engine.finetune import FinetuneRecipe, finetune
+from engine.finetune import finetune
 from engine.models import read_checkpoint_metadata
 from engine.pareto import best_under_budget
 from engine.runtime import channel_block
 from engine.search import search, start_run
 from engine.store import Store
-from engine.train import TrainConfig, train_parent
+from engine.train import train_or_reuse_parent
 
 
 def mobilenet_checkpoint(data: DataSpec, epochs: int) -> Path:
     path = CACHE / f"mobilenet_v2_{data.name}_{data.train_size}img_{epochs}ep.safetensors"
-    if not path.exists():
-        print(f"training mobilenet_v2 for {epochs} epochs on {data.train_size} images -> {path}")
-        train_parent(
-            ModelSpec(name="mobilenet_v2", weights="random"),
-            data,
-            TrainConfig(epochs=epochs, lr=0.05),
-            path,
-        )
+    model, recipe = ModelSpec(name="mobilenet_v2", weights="random"), TrainConfig(epochs, lr=0.05)
+    train_or_reuse_parent(model, data, recipe, path=path)
     return path
 
 
 def measure(store: Store, model: ModelSpec, data: DataSpec, args) -> list[dict]:
     rows = []
     for pct in args.budgets:
-        cfg = SearchConfig(
-            num_subnets=args.subnets,
-            sampler="guided",
-            constraint=Constraint(args.metric, pct, True),
-            round_to=args.round_to,
+        config = RunConfig(
+            model=model,
+            data=data,
+            space=SpaceConfig(round_to=args.round_to),
+            search=SearchConfig(
+                num_subnets=args.subnets,
+                sampler="guided",
+                constraint=Constraint(args.metric, pct, True),
+            ),
         )
         try:
-            run_id, parent = start_run(store, model, data, cfg)
+            run_id, parent = start_run(store, config)
         except ConstraintError as exc:  # a budget below the smallest subnet at this round_to
             print(f"| {model.name} | {pct}% | cannot reach the budget: {exc} |", flush=True)
             rows.append({"model": model.name, "budget": f"{pct}%", "unreachable": str(exc)})
             continue
-        search(store, run_id, parent, cfg)
+        search(store, run_id, parent)
         budget = store.run(run_id)["budget"]
         best = best_under_budget(store.subnets(run_id), budget, x=args.metric)
         fid = None
         if args.finetune_epochs:
-            recipe = FinetuneRecipe(epochs=args.finetune_epochs)
+            recipe = FinetuneRecipe.with_training(epochs=args.finetune_epochs)
             row = finetune(store, run_id, int(best["subnet_id"]), recipe, parent=parent)
             fid = row["finetune_id"]
         report = export_subnet(
@@ -85,8 +93,7 @@ def measure(store: Store, model: ModelSpec, data: DataSpec, args) -> list[dict]:
             int(best["subnet_id"]),
             finetune_id=fid,
             out_dir=Path(args.out) / f"{model.name}-{pct}-round{args.round_to}-{args.metric}",
-            int8=True,
-            runs=args.runs,
+            config=ExportConfig(int8=True, runs=args.runs),
             parent=parent,
         )
         s, lat, q = report["subnet"], report["latency"], report["int8"]

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from bench.common import RESULTS, command_line, parent_checkpoint
-from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
+from engine.config import Constraint, DataSpec, ModelSpec, RunConfig, SearchConfig
 from engine.evaluate import SubnetEvaluator, accuracy_and_loss
 from engine.models import read_checkpoint_metadata
 from engine.parent import load_parent
@@ -77,8 +77,9 @@ def quality_table(parent, model: ModelSpec, data: DataSpec, subnets: int, seed: 
                     constraint=Constraint("flops", pct, True),
                 )
                 start = time.perf_counter()
-                run_id, _ = start_run(store, model, data, cfg, parent=parent)
-                search(store, run_id, parent, cfg)
+                config = RunConfig(model=model, data=data, search=cfg)
+                run_id, _ = start_run(store, config, parent=parent)
+                search(store, run_id, parent)
                 rows = store.subnets(run_id)
                 print(
                     f"  {sampler:8s} budget {pct:3d}%: {len(rows)} subnets in {time.perf_counter() - start:.0f}s",

@@ -5,25 +5,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.config import DataSpec, ModelSpec
+from engine.config import DataSpec, ModelSpec, TrainConfig
 from engine.models import read_checkpoint_metadata
-from engine.train import TrainConfig, train_parent
+from engine.train import train_or_reuse_parent
 
 CACHE = Path(__file__).parent / "cache"
 RESULTS = Path(__file__).parent / "RESULTS.md"
 
 
 def parent_checkpoint(data: DataSpec, epochs: int) -> Path:
-    """The cached ResNet-20 parent trained `epochs` epochs on `data` (trained or resumed here)."""
+    """The cached ResNet-20 parent trained `epochs` epochs on `data` (trained or resumed here,
+    through the engine's trained-parent cache, kept under bench/cache/)."""
     path = CACHE / f"resnet20_{data.name}_{epochs}ep.safetensors"
-    if not path.exists() or read_checkpoint_metadata(path).get("epochs_done") != epochs:
-        print(f"training (or resuming) the parent for {epochs} epochs -> {path}", flush=True)
-        result = train_parent(
-            ModelSpec(name="resnet20", weights="random"), data, TrainConfig(epochs=epochs), path
-        )
-        print(
-            f"  test accuracy {result['test_accuracy']:.4f} in {result['seconds']:.0f}s", flush=True
-        )
+    model = ModelSpec(name="resnet20", weights="random")
+    train_or_reuse_parent(model, data, TrainConfig(epochs=epochs), path=path)
+    meta = read_checkpoint_metadata(path)
+    print(f"parent {path.name}: test accuracy {meta.get('test_accuracy')}", flush=True)
     return path
 
 

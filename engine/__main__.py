@@ -58,7 +58,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--calib-size", type=int, default=DATA["calib_size"], help="BatchNorm recalibration images"
     )
-    p.add_argument("--val-size", type=int, default=DATA["val_size"], help="search-validation images")
+    p.add_argument(
+        "--val-size", type=int, default=DATA["val_size"], help="search-validation images"
+    )
     p.add_argument("--data-seed", type=int, default=DATA["seed"])
 
 

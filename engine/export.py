@@ -155,7 +155,11 @@ def export_subnet(
 
     step("parity")
     diffs = parity(model, sessions["subnet"], val_x[:8])
-    verdict = {**diffs, "tolerance": PARITY_TOLERANCE, "ok": max(diffs.values()) <= PARITY_TOLERANCE}
+    verdict = {
+        **diffs,
+        "tolerance": PARITY_TOLERANCE,
+        "ok": max(diffs.values()) <= PARITY_TOLERANCE,
+    }
     measured["val_onnxruntime"] = onnx_accuracy(sessions["subnet"], val_x, val_y)
 
     with tempfile.TemporaryDirectory() as tmp:

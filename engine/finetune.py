@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from engine.config import FinetuneRecipe
+from engine.errors import Cancelled
 from engine.evaluate import accuracy_and_loss
 from engine.loop import (
     Progress,
@@ -31,7 +32,6 @@ from engine.loop import (
 from engine.models import save_checkpoint
 from engine.parent import Parent
 from engine.store import Store
-from engine.errors import Cancelled
 from engine.workspace import (
     finetune_dir,
     rebuild_parent,

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from engine.cost import CostModel
 from engine.config import SAMPLERS
+from engine.cost import CostModel
 from engine.errors import ConfigError
 from engine.pareto import pareto_front
 from engine.space import Encoding, SearchSpace, encoding_hash

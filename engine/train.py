@@ -14,6 +14,8 @@ import time
 import warnings
 from pathlib import Path
 
+import torch
+
 from engine.config import DataSpec, ModelSpec, TrainConfig
 from engine.data import load_dataset
 from engine.evaluate import accuracy_and_loss

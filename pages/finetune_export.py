@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from engine.errors import PrunescopeError
 from engine.config import OPTIMIZERS, FinetuneRecipe
+from engine.errors import PrunescopeError
 from engine.finetune import finetune_id
 from engine.jobs import Job
 from engine.pareto import knee, pareto_front
@@ -228,8 +228,7 @@ else:
         text, button = st.columns([5, 1], vertical_alignment="center")
         text.markdown(
             f"`{r['finetune_id']}` {status} after {int(r['epochs_done'] or 0)} of "
-            f"{recipe_epochs(r['recipe'])} epochs"
-            + (f": {r['message']}" if r["message"] else ".")
+            f"{recipe_epochs(r['recipe'])} epochs" + (f": {r['message']}" if r["message"] else ".")
         )
         if button.button(
             "Resume",

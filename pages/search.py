@@ -35,6 +35,8 @@ SAMPLER_LABELS = {
     "uniform": "Uniform: every group at the same fraction of its width",
     "random": "Random: random widths within the budget",
 }
+
+
 @st.cache_data(show_spinner=False)
 def model_names() -> list[str]:
     return available_models()

@@ -1,4 +1,9 @@
-"""Shared fixtures: every test writes under a temporary PRUNESCOPE_HOME, never into data/."""
+"""Shared fixtures: every test writes under a temporary PRUNESCOPE_HOME, never into data/.
+
+`tiny_parent` (ResNet-20 on tiny data), `store` (a results file in tmp_path), `db` (the
+dashboard pointed at its own results file and data folder) and `run_factory` (runs recorded
+as a search leaves them; see tests/factories.py, which bench/ uses too).
+"""
 
 import os
 import shutil
@@ -27,6 +32,49 @@ def _isolated_home(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def tiny_parent():
+    """A random ResNet-20 on the tiny synthetic set: model, splits, space and cost model."""
+    import torch
+
+    from engine.parent import load_parent
+    from tests.factories import TINY_DATA, TINY_MODEL
+
+    torch.manual_seed(0)
+    return load_parent(TINY_MODEL, TINY_DATA)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A results file of its own, closed after the test."""
+    from engine.store import Store
+
+    with Store(tmp_path / "results.duckdb") as opened:
+        yield opened
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    """The dashboard's results file and data folder, in tmp_path; waits for jobs at the end."""
+    from ui.jobs import registry
+
+    path = tmp_path / "results.duckdb"
+    monkeypatch.setenv("PRUNESCOPE_DB", str(path))
+    monkeypatch.setenv("PRUNESCOPE_HOME", str(tmp_path / "home"))
+    yield path
+    deadline = time.time() + 60  # never leave a worker running into the next test
+    while registry().active() and time.time() < deadline:
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def run_factory():
+    """`run_factory(path, n=40, ...)`: a run with made-up scores, as a search would leave it."""
+    from tests.factories import make_run
+
+    return make_run
 
 
 def _free_port() -> int:

@@ -15,30 +15,24 @@ import pytest
 import torch
 
 from engine.__main__ import build_parser, finetune_recipe
-from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig, home_dir
-from engine.errors import ConfigError, StoreError
-from engine.export import (
-    FILES,
-    PARITY_TOLERANCE,
-    export_subnet,
-    latencies_ms,
-    load_subnet_files,
-    session,
-)
-from engine.finetune import (
-    STATE_FILE,
+from engine.config import (
+    Constraint,
+    DataSpec,
+    ExportConfig,
     FinetuneRecipe,
-    delete_run_and_files,
-    distillation_loss,
-    finetune,
-    finetune_dir,
-    finetune_id,
+    ModelSpec,
+    RunConfig,
+    SearchConfig,
 )
+from engine.errors import Cancelled, ConfigError, StoreError
+from engine.export import FILES, export_subnet, load_subnet_files
+from engine.finetune import STATE_FILE, distillation_loss, finetune, finetune_id
 from engine.models import read_state_dict
+from engine.onnx import PARITY_TOLERANCE, latencies_ms, session
 from engine.runtime import runtime_flops
-from engine.search import resume_parent, run_search
+from engine.search import run_search
 from engine.store import Store
-from engine.train import Cancelled
+from engine.workspace import delete_run, exports_dir, finetune_dir, rebuild_parent
 from tests.conftest import REPO
 
 DATA = DataSpec(train_size=512, test_size=128, calib_size=128, val_size=128)
@@ -50,7 +44,7 @@ CARD_FIELDS = {"parent", "subnet", "accuracy", "parity", "latency", "run_id", "v
 def _new_run(db: Path) -> tuple[str, int]:
     """A stored run on tiny data; returns it with a pruned (not full-width) subnet id."""
     with Store(db) as store:
-        run_id = run_search(store, MODEL, DATA, SEARCH)
+        run_id = run_search(store, RunConfig(model=MODEL, data=DATA, search=SEARCH))
         rows = store.subnets(run_id)
         run = store.run(run_id)
     pruned = rows[rows["flops"] < run["parent_flops"]].iloc[0]
@@ -62,7 +56,7 @@ def stored(tmp_path_factory):
     db = tmp_path_factory.mktemp("ft") / "r.duckdb"
     run_id, subnet_id = _new_run(db)
     with Store(db) as store:
-        parent = resume_parent(store.run(run_id))
+        parent = rebuild_parent(store.run(run_id))
     return db, run_id, subnet_id, parent
 
 
@@ -81,12 +75,12 @@ def test_distillation_loss_is_ce_at_alpha_zero_and_kl_vanishes_on_the_teacher():
 def test_recipe_refuses_nonsense():
     for bad in ({"epochs": 0}, {"lr": 0}, {"alpha": 1.5}, {"optimizer": "lbfgs"}):
         with pytest.raises(ConfigError):
-            FinetuneRecipe(**bad)
+            FinetuneRecipe.with_training(**bad)
 
 
 def test_finetune_records_before_and_after_and_reuses_a_finished_one(stored):
     db, run_id, subnet_id, parent = stored
-    recipe = FinetuneRecipe(epochs=2, distill=True)
+    recipe = FinetuneRecipe.with_training(epochs=2, distill=True)
     events = []
     with Store(db) as store:
         row = finetune(store, run_id, subnet_id, recipe, parent=parent, progress=events.append)
@@ -97,9 +91,10 @@ def test_finetune_records_before_and_after_and_reuses_a_finished_one(stored):
     # "before" is the stored subnet exactly as the search scored it
     assert row["val_accuracy_before"] == pytest.approx(subnet["accuracy"], abs=1e-9)
     assert 0 <= row["val_accuracy_after"] <= 1 and 0 <= row["test_accuracy_after"] <= 1
-    assert row["recipe"]["distill"] is True and row["recipe"]["schedule"] == "cosine"
+    assert row["recipe"]["distill"] is True and row["recipe"]["train"]["schedule"] == "cosine"
+    assert FinetuneRecipe.from_dict(row["recipe"]) == recipe  # stored exactly as given
     assert [e["epoch"] for e in events if e["stage"] == "epoch"] == [1, 2]
-    batches = -(-len(parent.splits.fit_idx) // recipe.batch_size)
+    batches = -(-len(parent.splits.fit_idx) // recipe.train.batch_size)
     assert [e["batch"] for e in events if e["stage"] == "train"] == [*range(1, batches + 1)] * 2
     assert again["updated_at"] == row["updated_at"]  # a finished fine-tune is not redone
     assert frame.iloc[0]["flops"] == subnet["flops"]
@@ -110,7 +105,7 @@ def test_finetune_records_before_and_after_and_reuses_a_finished_one(stored):
 def test_cancelled_finetune_resumes_to_the_same_weights(tmp_path, stored):
     """Cancel after epoch 1, resume, and land where an uninterrupted fine-tune lands."""
     db, run_id, subnet_id, parent = stored
-    recipe = FinetuneRecipe(epochs=2, seed=3)
+    recipe = FinetuneRecipe.with_training(epochs=2, seed=3)
     with Store(db) as store:
         straight = finetune(store, run_id, subnet_id, recipe, parent=parent)
         parent_encoding = store.subnet(run_id, subnet_id)["encoding"]
@@ -152,7 +147,13 @@ def test_export_parity_card_zip_and_rebuild(tmp_path, stored):
     steps = []
     with Store(db) as store:
         report = export_subnet(
-            store, run_id, subnet_id, out_dir=out, runs=3, parent=parent, progress=steps.append
+            store,
+            run_id,
+            subnet_id,
+            out_dir=out,
+            config=ExportConfig(runs=3),
+            parent=parent,
+            progress=steps.append,
         )
         rows = store.exports(run_id)
         subnet = store.subnet(run_id, subnet_id)
@@ -217,7 +218,7 @@ def test_sigkilled_cli_finetune_resumes_and_exports_int8(tmp_path):
     db = tmp_path / "kill.duckdb"
     run_id, subnet_id = _new_run(db)
     args = ["finetune", run_id, str(subnet_id), "--epochs", "4", "--db", str(db)]
-    fid = finetune_id(run_id, subnet_id, FinetuneRecipe(epochs=4))
+    fid = finetune_id(run_id, subnet_id, FinetuneRecipe.with_training(epochs=4))
     state = finetune_dir(fid) / STATE_FILE
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine", *args],
@@ -262,7 +263,7 @@ def test_cli_export_of_a_missing_run_is_a_clear_error(tmp_path):
 
 def test_deleting_a_run_removes_its_files_but_not_a_users_out_dir(tmp_path, stored):
     db, run_id, subnet_id, _ = stored
-    managed = home_dir() / "exports" / "to-go"
+    managed = exports_dir() / "to-go"
     managed.mkdir(parents=True)
     (managed / "model.onnx").write_bytes(b"x")
     users = tmp_path / "mine"
@@ -272,7 +273,7 @@ def test_deleting_a_run_removes_its_files_but_not_a_users_out_dir(tmp_path, stor
             store.add_export({"run_id": run_id, "subnet_id": subnet_id, "out_dir": str(out)})
         folders = [finetune_dir(f) for f in store.finetunes(run_id)["finetune_id"]]
         assert folders and all(f.is_dir() for f in folders)
-        delete_run_and_files(store, run_id)
+        delete_run(store, run_id)
         assert store.runs().empty and store.finetunes(run_id).empty
     assert not managed.exists() and users.is_dir() and not any(f.exists() for f in folders)
 
@@ -306,6 +307,6 @@ def test_finetune_flags_describe_the_whole_recipe():
         ["finetune", "r", "3", "--epochs", "2", "--weight-decay", "0", "--no-augment"]
     )
     recipe = finetune_recipe(args)
-    assert recipe == FinetuneRecipe(epochs=2, weight_decay=0.0, augment=False)
+    assert recipe == FinetuneRecipe.with_training(epochs=2, weight_decay=0.0, augment=False)
     default = finetune_recipe(build_parser().parse_args(["finetune", "r", "3", "--epochs", "5"]))
     assert default == FinetuneRecipe()  # the CLI's defaults are the engine's

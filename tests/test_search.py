@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import Constraint, DataSpec, ModelSpec, SearchConfig
+from engine.config import Constraint, DataSpec, ModelSpec, RunConfig, SearchConfig
 from engine.errors import ConstraintError
-from engine.evaluate import SubnetEvaluator, accuracy_and_loss, predict
+from engine.evaluate import SubnetEvaluator, accuracy_and_loss, predict, rebuild_subnet
 from engine.parent import load_parent
 from engine.runtime import runtime_flops
 from engine.samplers import Evaluated, make_sampler
-from engine.search import budget_for, configs_of, resume_parent, run_search
+from engine.search import budget_for, run_search
 from engine.space import encoding_hash, materialize
 from engine.store import Store
+from engine.workspace import rebuild_parent, run_config, scored_subnet
 from tests.conftest import REPO
 
 DATA = DataSpec(train_size=600, test_size=200, calib_size=128, val_size=128)
@@ -51,8 +52,7 @@ def test_failing_subnet_becomes_an_error_row(parent):
 
 
 def test_recalibration_changes_batchnorm_statistics(parent):
-    evaluator = SubnetEvaluator(parent)
-    sub = evaluator.build(parent.space.uniform(0.5))
+    sub = rebuild_subnet(parent, parent.space.uniform(0.5))
     bn = sub.bn1
     assert not torch.allclose(bn.running_mean, parent.model.bn1.running_mean[: bn.num_features])
 
@@ -90,15 +90,15 @@ def test_constraint_below_minimum_is_refused_naming_it(parent):
 def test_search_stores_exact_unique_count_and_rebuilds_identically(parent, tmp_path):
     cfg = SearchConfig(num_subnets=6, sampler="random", constraint=Constraint.parse("flops=60%"))
     with Store(tmp_path / "r.duckdb") as store:
-        run_id = run_search(store, MODEL, DATA, cfg)
+        run_id = run_search(store, RunConfig(model=MODEL, data=DATA, search=cfg))
         run, rows = store.run(run_id), store.subnets(run_id)
         assert run["status"] == "done" and len(rows) == 6 and rows["hash"].is_unique
         assert (rows["flops"] <= run["budget"]).all() and rows["error"].isna().all()
         # A fresh parent rebuilt from the stored run gives the same network and the same score.
-        rebuilt_parent = resume_parent(run)
+        rebuilt_parent = rebuild_parent(run)
         row = rows.iloc[0]
-        first = SubnetEvaluator(rebuilt_parent).build(row["encoding"])
-        second = SubnetEvaluator(rebuilt_parent).build(row["encoding"])
+        first = scored_subnet(rebuilt_parent, run, row["encoding"])
+        second = scored_subnet(rebuilt_parent, run, row["encoding"])
         val_x, val_y = rebuilt_parent.splits.tensors("val")
         assert accuracy_and_loss(first, val_x, val_y)[0] == pytest.approx(row["accuracy"], abs=1e-9)
         torch.testing.assert_close(predict(first, val_x), predict(second, val_x))
@@ -108,11 +108,11 @@ def test_runtime_flops_constraint_limits_flops_padded_to_the_run_block(parent, t
     constraint = Constraint.parse("runtime_flops=45%")
     cfg = SearchConfig(num_subnets=6, sampler="random", channel_block=16, constraint=constraint)
     with Store(tmp_path / "r.duckdb") as store:
-        run_id = run_search(store, MODEL, DATA, cfg)
+        run_id = run_search(store, RunConfig(model=MODEL, data=DATA, search=cfg))
         run, rows = store.run(run_id), store.subnets(run_id)
     example = parent.example_input
     assert run["status"] == "done" and run["channel_block"] == 16
-    assert configs_of(run)[2].channel_block == 16  # a resumed run pads to the same block
+    assert run_config(run).search.channel_block == 16  # a resumed run pads to the same block
     assert run["parent_runtime_flops"] == pytest.approx(runtime_flops(parent.model, example, 16))
     assert run["budget"] == pytest.approx(0.45 * run["parent_runtime_flops"])
     assert len(rows) == 6 and (rows["runtime_flops"] <= run["budget"]).all()

@@ -5,9 +5,10 @@ import threading
 import pytest
 import torch
 
-from engine.config import DataSpec, ModelSpec
+from engine.config import DataSpec, ModelSpec, TrainConfig
+from engine.errors import Cancelled
 from engine.models import create_model, read_checkpoint_metadata, read_state_dict
-from engine.train import Cancelled, TrainConfig, train_parent
+from engine.train import train_parent
 
 DATA = DataSpec(train_size=384, test_size=64, calib_size=64, val_size=64)
 MODEL = ModelSpec(name="resnet20", weights="random")

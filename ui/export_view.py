@@ -57,8 +57,7 @@ def finetunes_table(records: list[dict], statuses: list[str]) -> pd.DataFrame:
             "status": statuses,
             "recipe": [recipe_text(r["recipe"] or {}) for r in records],
             "epochs": [
-                f"{int(r['epochs_done'] or 0)} / {recipe_epochs(r['recipe'])}"
-                for r in records
+                f"{int(r['epochs_done'] or 0)} / {recipe_epochs(r['recipe'])}" for r in records
             ],
             "validation before → after": [
                 _change(r["val_accuracy_before"], r["val_accuracy_after"]) for r in records
