@@ -1,10 +1,11 @@
-# The README's two commands: `make run` (dashboard) and `make test` (lint + whole suite).
+# The README's two commands: `make run` (dashboard) and `make test` (lint + whole suite, the gate
+# CI runs). `make test-fast` is the inner loop: lint + every test that is neither slow nor e2e.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PORT ?= 8501
 
-.PHONY: run test lint format browser bench clean-venv
+.PHONY: run test test-fast lint format browser bench clean-venv
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -29,6 +30,10 @@ lint: $(VENV)/.dev-installed
 test: $(VENV)/.dev-installed browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+test-fast: $(VENV)/.dev-installed
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow and not e2e"
 
 format: $(VENV)/.dev-installed
 	$(PY) -m ruff format .

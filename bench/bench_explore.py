@@ -23,7 +23,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engine.config import ModelSpec  # noqa: E402
+from engine.config import ModelSpec, RunConfig  # noqa: E402
+from engine.errors import ConfigError  # noqa: E402
 from engine.space import encoding_hash  # noqa: E402
 from engine.store import Store  # noqa: E402
 from tests.factories import record_run  # noqa: E402 - the run factory the tests use
@@ -88,13 +89,22 @@ def fill(path: Path, n: int, seed: int = 0) -> str:
     return run_id
 
 
+def _complete(run) -> bool:
+    """Whether a cached run holds a whole RunConfig (files from before it lacked `data`)."""
+    try:
+        RunConfig.from_dict(run["config"])
+    except ConfigError:
+        return False
+    return True
+
+
 def database(n: int) -> Path:
     """The cached filled file, made on first use (Store.add_subnet commits row by row)."""
     path = CACHE / f"explore-{n}.duckdb"
     if path.exists():
         with Store(path, read_only=True) as store:
             runs = store.runs()
-            if len(runs) == 1 and runs["evaluated"].iloc[0] == n:
+            if len(runs) == 1 and runs["evaluated"].iloc[0] == n and _complete(runs.iloc[0]):
                 return path
         path.unlink()
     CACHE.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ def _build(cls, data: Any, what: str):
         raise ConfigError(f"The stored {what} has unknown fields: {', '.join(unknown)}.")
     try:
         return cls(**data)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ConstraintError) as exc:
         raise ConfigError(f"The stored {what} cannot be read: {exc}") from exc
 
 
@@ -205,8 +205,11 @@ class SearchConfig:
     def from_dict(cls, data: dict) -> SearchConfig:
         if not isinstance(data, dict):
             return _build(cls, data, "search settings")  # raises
-        data = {**data, "constraint": Constraint.from_dict(data.get("constraint", {}))}
-        return _build(cls, data, "search settings")
+        try:
+            constraint = Constraint.from_dict(data.get("constraint", {}))
+        except ConstraintError as exc:
+            raise ConfigError(f"The stored search settings cannot be read: {exc}") from exc
+        return _build(cls, {**data, "constraint": constraint}, "search settings")
 
 
 @dataclass(frozen=True)

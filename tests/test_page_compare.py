@@ -6,27 +6,9 @@ Each test points the app at its own results file (the `db` fixture).
 from tests.apptest import (
     figures,
     open_page,
-    title_of,
     trace_names,
 )
 from tests.factories import make_run
-
-PAGE = "pages/compare.py"
-
-
-def test_renders_on_empty_database(db):
-    at = open_page(PAGE)
-    assert at.title[0].value == title_of(PAGE)
-    assert not at.error
-    if PAGE != "pages/search.py":
-        assert "No runs" in at.info[0].value
-
-
-def test_renders_on_populated_database(db):
-    make_run(db)
-    at = open_page(PAGE)
-    assert at.title[0].value == title_of(PAGE)
-    assert not at.error
 
 
 def test_compare_two_to_four_subnets(db):

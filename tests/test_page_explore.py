@@ -9,29 +9,11 @@ from engine.store import Store
 from tests.apptest import (
     figures,
     open_page,
-    title_of,
     trace_names,
     values,
 )
 from tests.factories import GROUPS, PARENT_FLOPS, SAMPLERS, make_run
 from ui.jobs import registry
-
-PAGE = "pages/explore.py"
-
-
-def test_renders_on_empty_database(db):
-    at = open_page(PAGE)
-    assert at.title[0].value == title_of(PAGE)
-    assert not at.error
-    if PAGE != "pages/search.py":
-        assert "No runs" in at.info[0].value
-
-
-def test_renders_on_populated_database(db):
-    make_run(db)
-    at = open_page(PAGE)
-    assert at.title[0].value == title_of(PAGE)
-    assert not at.error
 
 
 def test_explore_chart_marks_front_parent_knee_and_budget(db):

@@ -19,7 +19,6 @@ from tests.apptest import (
     figures,
     open_page,
     subnets_of,
-    title_of,
     values,
     wait,
     wait_for,
@@ -28,21 +27,6 @@ from tests.factories import make_run, real_run
 from ui.jobs import registry
 
 PAGE = "pages/finetune_export.py"
-
-
-def test_renders_on_empty_database(db):
-    at = open_page(PAGE)
-    assert at.title[0].value == title_of(PAGE)
-    assert not at.error
-    if PAGE != "pages/search.py":
-        assert "No runs" in at.info[0].value
-
-
-def test_renders_on_populated_database(db):
-    make_run(db)
-    at = open_page(PAGE)
-    assert at.title[0].value == title_of(PAGE)
-    assert not at.error
 
 
 def tiny_run(path) -> tuple[str, int]:

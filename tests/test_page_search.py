@@ -20,30 +20,11 @@ from tests.apptest import (
     open_page,
     small_search,
     start_and_wait,
-    title_of,
     trace_names,
     values,
     wait,
 )
-from tests.factories import make_run
 from ui.jobs import registry
-
-PAGE = "pages/search.py"
-
-
-def test_renders_on_empty_database(db):
-    at = open_page(PAGE)
-    assert at.title[0].value == title_of(PAGE)
-    assert not at.error
-    if PAGE != "pages/search.py":
-        assert "No runs" in at.info[0].value
-
-
-def test_renders_on_populated_database(db):
-    make_run(db)
-    at = open_page(PAGE)
-    assert at.title[0].value == title_of(PAGE)
-    assert not at.error
 
 
 def test_search_bad_constraint_is_an_error_not_a_traceback(db):
