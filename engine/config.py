@@ -17,6 +17,9 @@ from engine.errors import ConfigError, ConstraintError
 # Choice lists: the first entry is the default wherever a dataclass field below picks one.
 WEIGHT_SOURCES = ("builtin", "pretrained", "file", "random")
 DATASETS = ("synthetic", "cifar10", "fashionmnist", "mnist", "imagefolder")
+# Where search-validation images come from; "auto" is decided from the parent when a run starts
+# (engine.parent.validation_source) and acts as "train" when a parent is trained here.
+VAL_SOURCES = ("auto", "train", "test", "folder")
 METRICS = ("flops", "params", "runtime_flops")
 SAMPLERS = ("guided", "uniform", "random")
 IMPORTANCES = ("l1", "bn_scale", "taylor")
@@ -82,9 +85,22 @@ class DataSpec:
     train_size: int | None = None  # at most this many training images (seeded subset); None: all
     test_size: int | None = None  # at most this many test images (fixed subset); None: all
     flip: bool | None = None  # flip augmentation; None: the dataset's default (off for digits)
+    # search-validation: held out of training ("train"), a seeded half of the test split
+    # ("test"), an ImageFolder's val/ ("folder"), or "auto": images the parent never saw
+    val_from: str = "auto"
+
+    def __post_init__(self):
+        if self.val_from not in VAL_SOURCES:
+            raise ConfigError(
+                f"val_from must be one of {', '.join(VAL_SOURCES)}, not {self.val_from!r}."
+            )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; `val_from` only when decided, so specs from before it keep their keys."""
+        data = asdict(self)
+        if data["val_from"] == "auto":
+            del data["val_from"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> DataSpec:
@@ -225,7 +241,7 @@ class RunConfig:
     def to_dict(self) -> dict:
         return {
             "model": self.model.to_dict(),
-            "data": self.data.to_dict(),
+            "data": asdict(self.data),  # val_from always: a run stores where it validated
             "space": self.space.to_dict(),
             "search": self.search.to_dict(),
         }
@@ -243,9 +259,12 @@ class RunConfig:
         if space is None and isinstance(search, dict):  # the layout before SpaceConfig
             space = {k: search[k] for k in ("round_to", "importance") if k in search}
             search = {k: v for k, v in search.items() if k not in space}
+        stored_data = data["data"]
+        if isinstance(stored_data, dict) and "val_from" not in stored_data:
+            stored_data = {**stored_data, "val_from": "train"}  # runs before it held val out
         return cls(
             model=ModelSpec.from_dict(data["model"]),
-            data=DataSpec.from_dict(data["data"]),
+            data=DataSpec.from_dict(stored_data),
             space=SpaceConfig.from_dict(space if space is not None else {}),
             search=SearchConfig.from_dict(search),
         )

@@ -1,8 +1,15 @@
 """Datasets as in-memory uint8 tensors with deterministic fit / val / calib splits.
 
-Every set arrives as 3-channel square images (grayscale replicated). The training set is split
-once, from `DataSpec.seed`: `val` is held out to score subnets, `fit` is the rest (for training),
-and `calib` is drawn from `fit` to recalibrate BatchNorm.
+Every set arrives as 3-channel square images (grayscale replicated). The splits come from
+`DataSpec.seed`; where search-validation (`val`) comes from is `DataSpec.val_from`:
+
+- "train": held out of the training set (`fit` is the rest) — for a parent that never trained on
+  those images (random weights, or a parent Prunescope trained on this very split);
+- "test": a seeded half of the test split, whose other half stays the reporting `test` split —
+  for a parent brought from elsewhere, which may have trained on every training image;
+- "folder": an ImageFolder's own `val/` folder (beside `train/` and `test/`).
+
+`calib` is drawn from `fit` to recalibrate BatchNorm (statistics only, no labels).
 
 >>> splits = load_dataset(DataSpec(name="synthetic"))
 >>> val_x, val_y = splits.tensors("val")  # normalised float32, cached
@@ -11,6 +18,7 @@ and `calib` is drawn from `fit` to recalibrate BatchNorm.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import warnings
@@ -54,9 +62,12 @@ class Splits:
     test_x: torch.Tensor  # uint8 [M, 3, H, W]
     test_y: torch.Tensor  # int64 [M]
     fit_idx: torch.Tensor  # indices into train used for training (all train minus val)
-    val_idx: torch.Tensor  # search-validation: held out of training, scores subnets
+    val_idx: torch.Tensor  # search-validation: indices into the val pool; scores subnets
     calib_idx: torch.Tensor  # BatchNorm recalibration images, drawn from fit_idx
     flip: bool  # whether horizontal flips preserve labels (used by augmentation)
+    val_from: str = "train"  # train | test | folder: where search-validation images come from
+    val_pool: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, y) val_idx indexes; None: train
+    test_idx: torch.Tensor | None = None  # indices into test reported on; None: all of it
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -75,7 +86,10 @@ class Splits:
 
     def _source(self, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if split == "test":
-            return self.test_x, self.test_y, torch.arange(len(self.test_y))
+            idx = self.test_idx if self.test_idx is not None else torch.arange(len(self.test_y))
+            return self.test_x, self.test_y, idx
+        if split == "val" and self.val_pool is not None:
+            return *self.val_pool, self.val_idx
         indices = {"fit": self.fit_idx, "val": self.val_idx, "calib": self.calib_idx}
         if split not in indices:
             raise ValueError(f"unknown split {split!r}: use fit, val, calib or test")
@@ -127,41 +141,85 @@ class Splits:
         return out
 
 
+def class_count(spec: DataSpec) -> int:
+    """The number of classes, known without decoding an image (checks that need no data)."""
+    if spec.name == "synthetic":
+        return len(synthetic.CLASS_NAMES)
+    if spec.name in TORCHVISION_SETS:
+        return 10
+    if spec.name == "imagefolder":
+        train_dir, _ = _folders(spec.root)
+        if not (classes := _classes(train_dir)):
+            raise DataError(f"No class sub-folders under {train_dir}: expected one per class.")
+        return len(classes)
+    raise DataError(f"Unknown dataset {spec.name!r}: choose one of {', '.join(DATASETS)}.")
+
+
 def load_dataset(spec: DataSpec) -> Splits:
     """Load `spec.name` and split it. Raises DataError for anything the user must fix."""
     if spec.image_size < 8:
         raise DataError(f"image_size must be at least 8 pixels, got {spec.image_size}.")
+    if spec.val_from == "auto":  # nothing known about a parent: hold validation out of training
+        spec = dataclasses.replace(spec, val_from="train")
     if spec.name == "synthetic":
         train = synthetic.generate(spec.train_size or synthetic.TRAIN_SIZE, spec.seed, stream=0)
         test = synthetic.generate(spec.test_size or synthetic.TEST_SIZE, spec.seed, stream=1)
         classes, flip = list(synthetic.CLASS_NAMES), synthetic.FLIP_PRESERVES_LABELS
+        val = None
     elif spec.name in TORCHVISION_SETS:
         classes, train, test = _load_torchvision(spec)
-        flip = TORCHVISION_SETS[spec.name][1]
+        flip, val = TORCHVISION_SETS[spec.name][1], None
     elif spec.name == "imagefolder":
-        classes, train, test = _load_imagefolder(spec.root, spec.image_size)
+        classes, train, test, val = _load_imagefolder(
+            spec.root, spec.image_size, with_val=spec.val_from == "folder"
+        )
         flip = True  # natural photos; set DataSpec.flip=False for text, digits, arrows...
     else:
         raise DataError(f"Unknown dataset {spec.name!r}: choose one of {', '.join(DATASETS)}.")
+    if spec.val_from == "folder" and (spec.name != "imagefolder" or val is None):
+        raise DataError(
+            f"val_from='folder' needs an ImageFolder with train/, val/ and test/ folders; "
+            f"{spec.name} {spec.root or ''} has none. Use val_from='test' or 'train'."
+        )
     size = spec.image_size
     train = _prepare(*train, size, spec.train_size, spec.seed)
     test = _prepare(*test, size, spec.test_size, 0)  # the same test images whatever the seed
-    return _split(spec, classes, train, test, flip if spec.flip is None else spec.flip)
+    flip = flip if spec.flip is None else spec.flip
+    if spec.val_from == "folder":
+        return _split(spec, classes, train, test, flip, pool=_prepare(*val, size, None, 0))
+    return _split(spec, classes, train, test, flip)
 
 
-def _split(spec: DataSpec, classes, train, test, flip: bool) -> Splits:
+def _split(spec: DataSpec, classes, train, test, flip: bool, pool=None) -> Splits:
+    """Hold search-validation out of `train` (val_from "train"), or take it from a seeded half
+    of `test` ("test", the other half reported on) or from `pool` ("folder")."""
     n = len(train[1])
     if spec.val_size < 0 or spec.calib_size < 1:
         raise DataError("val_size must be >= 0 and calib_size >= 1.")
-    if n - spec.val_size < spec.calib_size:
+    held = spec.val_size if spec.val_from == "train" else 0
+    if n - held < spec.calib_size:
         raise DataError(
             f"{spec.name} has {n} training images: too few to hold out val_size={spec.val_size} "
             f"and still draw calib_size={spec.calib_size} from the rest. Lower val_size or "
             "calib_size, or use a larger training set."
         )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(spec.seed))
-    rest = perm[spec.val_size :]
+    rest = perm[held:]
     fit_idx = rest.sort().values
+    val_idx, test_idx = perm[:held].sort().values, None
+    if spec.val_from == "test":
+        if len(test[1]) < 2:
+            raise DataError(f"{spec.name} has too few test images to split in two halves.")
+        halves = torch.randperm(len(test[1]), generator=torch.Generator().manual_seed(spec.seed))
+        half = len(halves) // 2
+        val_idx, test_idx = (
+            halves[:half][: spec.val_size].sort().values,
+            halves[half:].sort().values,
+        )
+        pool = test
+    elif spec.val_from == "folder":
+        val_idx = torch.randperm(len(pool[1]), generator=torch.Generator().manual_seed(spec.seed))
+        val_idx = val_idx[: spec.val_size].sort().values
     mean, std = _channel_stats(train[0], fit_idx)
     return Splits(
         name=spec.name,
@@ -173,9 +231,12 @@ def _split(spec: DataSpec, classes, train, test, flip: bool) -> Splits:
         test_x=test[0],
         test_y=test[1],
         fit_idx=fit_idx,
-        val_idx=perm[: spec.val_size].sort().values,
+        val_idx=val_idx,
         calib_idx=rest[: spec.calib_size].sort().values,
         flip=flip,
+        val_from=spec.val_from,
+        val_pool=pool,
+        test_idx=test_idx,
     )
 
 
@@ -247,12 +308,8 @@ def _load_torchvision(spec: DataSpec):
     return list(parts[0].classes), out[0], out[1]
 
 
-def _load_imagefolder(root_arg: str | None, size: int):
-    """`root/train/<class>/*` + `root/test|val/<class>/*`, or one `root/<class>/*` tree.
-
-    Decoded tensors are cached under `<home>/cache/`, keyed by the folder, its file count and
-    latest modification time, and the image size; a second load decodes nothing.
-    """
+def _folders(root_arg: str | None) -> tuple[Path, Path]:
+    """(training folder, root) of an ImageFolder; DataError when there is no such folder."""
     if not root_arg:
         raise DataError("The imagefolder dataset needs a root: a folder of class sub-folders.")
     root = Path(root_arg).expanduser().resolve()
@@ -261,15 +318,33 @@ def _load_imagefolder(root_arg: str | None, size: int):
             f"There is no folder at {root}: give the path of a folder of class "
             "sub-folders of images (or of train/ and test/ folders of them)."
         )
-    train_dir = root / "train" if (root / "train").is_dir() else root
+    return (root / "train" if (root / "train").is_dir() else root), root
+
+
+def _classes(train_dir: Path) -> list[str]:
+    return sorted(d.name for d in os.scandir(train_dir) if d.is_dir() and d.name[0] != ".")
+
+
+def _load_imagefolder(root_arg: str | None, size: int, *, with_val: bool = False):
+    """`root/train/<class>/*` + `root/test|val/<class>/*`, or one `root/<class>/*` tree; with
+    `with_val`, also `root/val/<class>/*` beside a test/ folder (None when there is none).
+
+    Decoded tensors are cached under `<home>/cache/`, keyed by the folder, its file count and
+    latest modification time, and the image size; a second load decodes nothing.
+    """
+    train_dir, root = _folders(root_arg)
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
-    classes = sorted(d.name for d in os.scandir(train_dir) if d.is_dir() and d.name[0] != ".")
+    classes = _classes(train_dir)
     items, stamp = _scan(train_dir, classes)
     if not items:
         raise DataError(
             f"No images found under {train_dir}: expected class sub-folders of "
             f"image files ({', '.join(IMAGE_EXTENSIONS)})."
         )
+    val_items = None
+    if with_val and (root / "val").is_dir() and (root / "test").is_dir() and train_dir != root:
+        val_items, val_stamp = _scan(root / "val", classes)
+        stamp += val_stamp  # only then: files cached before val/ was read keep their key
     if test_dir is not None and train_dir != root:
         test_items, test_stamp = _scan(test_dir, classes)
         stamp += test_stamp
@@ -286,6 +361,8 @@ def _load_imagefolder(root_arg: str | None, size: int):
         data = torch.load(cache, weights_only=True)
     except Exception:  # missing or damaged: decode and (re)write
         data = {"train": _decode_all(items, size), "test": _decode_all(test_items, size)}
+        if val_items is not None:
+            data["val"] = _decode_all(val_items, size)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
         torch.save(data, tmp)
@@ -300,7 +377,8 @@ def _load_imagefolder(root_arg: str | None, size: int):
             f"Too few readable images under {root} for both a training and a test "
             "set: add images, or use train/ and test/ sub-folders."
         )
-    return classes, (train_x, train_y), (test_x, test_y)
+    val = data["val"][:2] if "val" in data else None
+    return classes, (train_x, train_y), (test_x, test_y), val
 
 
 def _scan(folder: Path, classes: list[str]) -> tuple[list[tuple[str, int]], tuple[int, int]]:

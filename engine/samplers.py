@@ -5,11 +5,15 @@ name, or None when the sampler has nothing new to offer. Samplers keep no state 
 given the same history and the same random stream they propose the same thing, which is what
 lets a killed search resume where it stopped.
 
-- `uniform`: every group at the same fraction of its width, swept across the whole range.
+Every proposal lies within the budget, and none is the unpruned parent (the run scores the
+parent once, as its reference): evaluations spent above the budget answer nothing the user asked.
+
+- `uniform`: every group at the same fraction of its width, swept across the range under the
+  budget.
 - `random`: independent widths per group, within the budget.
 - `guided`: the uniform sweep as a first front (its largest subnets within the budget first, so
   evolution starts from the best simple answer), then evolution: mutations and crossovers of
-  front members, half of them aimed just under the user's budget, half anywhere on the front.
+  front members, half of them aimed just under the user's budget, half anywhere below it.
 """
 
 from __future__ import annotations
@@ -55,9 +59,21 @@ class Sampler:
         self.budget, self.total = budget, total
         self.block = block  # ONNX Runtime's channel block, for metric "runtime_flops"
         self.choices = [np.array(space.choices(i)) for i in range(len(space.groups))]
+        self.parent_hash = encoding_hash(space.full())
 
     def metric_of(self, encodings) -> np.ndarray:
         return self.cost.metric(self.metric, encodings, self.block)
+
+    def allowed(self, encodings: list[Encoding]) -> list[Encoding]:
+        """The encodings within the budget, the parent itself left out."""
+        if not encodings:
+            return []
+        costs = self.metric_of(encodings)
+        return [
+            e
+            for e, c in zip(encodings, costs, strict=True)
+            if c <= self.budget and encoding_hash(e) != self.parent_hash
+        ]
 
     def propose(
         self, history: list[Evaluated], rng: np.random.Generator
@@ -83,6 +99,7 @@ class UniformSampler(Sampler):
     def sweep(self) -> list[Encoding]:
         if self._sweep is None:
             points = list(dict.fromkeys(self.space.uniform(r) for r in np.linspace(0, 1, 513)))
+            points = self.allowed(points)
             ordered = [points[i] for i in np.argsort(self.metric_of(points), kind="stable")]
             self._sweep = [ordered[i] for i in _coarse_to_fine(len(ordered))]
         return self._sweep
@@ -129,6 +146,7 @@ class RandomSampler(Sampler):
         for _ in range(20):
             candidates = self.draw(rng, RANDOM_BATCH)
             ok = candidates[self.metric_of(candidates) <= self.budget]
+            seen.add(self.parent_hash)
             choice = _unseen((tuple(int(w) for w in row) for row in ok), seen)
             if choice:
                 return choice, self.name
@@ -136,7 +154,8 @@ class RandomSampler(Sampler):
 
 
 class GuidedSampler(Sampler):
-    """Uniform sweep first, then evolution of the front, half of it aimed at the budget."""
+    """The peers' answers, the uniform sweep, then evolution of the front, half of it aimed at
+    the budget."""
 
     name = "guided"
 
@@ -146,6 +165,7 @@ class GuidedSampler(Sampler):
         super().__init__(*args, **kwargs)
         self.uniform = UniformSampler(*args, **kwargs)
         self.random = RandomSampler(*args, **kwargs)
+        self.peers: list[tuple[Encoding, str]] = []  # (encoding, "peer:…"), evaluated first
 
     def seeds(self) -> list[Encoding]:
         """The uniform sweep, led by its largest subnets within the budget."""
@@ -160,6 +180,11 @@ class GuidedSampler(Sampler):
         return self._seeds
 
     def propose(self, history, rng):
+        seen = _seen(history)
+        fresh = (p for p in self.peers if encoding_hash(p[0]) not in seen)
+        peer = next((p for p in fresh if self.allowed([p[0]])), None)
+        if peer:
+            return peer
         seeds = max(4, int(GUIDED_SEED_SHARE * self.total))
         if sum(h.accuracy is not None for h in history) < seeds:
             choice = _unseen(self.seeds(), _seen(history))
@@ -172,8 +197,9 @@ class GuidedSampler(Sampler):
             if child is None:
                 break
             cost = self.metric_of([child])[0]
-            in_band = NEAR_BUDGET * self.budget <= cost <= self.budget
-            if (in_band or not near_budget) and encoding_hash(child) not in seen:
+            in_band = NEAR_BUDGET * self.budget <= cost
+            fits = cost <= self.budget and encoding_hash(child) != self.parent_hash
+            if fits and (in_band or not near_budget) and encoding_hash(child) not in seen:
                 return child, self.name
         proposal = self.random.propose(history, rng)
         return (proposal[0], self.name) if proposal else None

@@ -14,15 +14,20 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import torch
 
 from engine.config import Constraint, ModelSpec, RunConfig, SearchConfig
+from engine.cost import CostModel
+from engine.data import class_count
 from engine.errors import ConfigError, ConstraintError
 from engine.evaluate import SubnetEvaluator
 from engine.executors import Executor, InProcessExecutor
-from engine.parent import Parent, load_parent
+from engine.models import create_model
+from engine.parent import Parent, fit_to_data, load_parent, validation_source
+from engine.peers import peer_allocations
 from engine.runtime import channel_block
 from engine.samplers import Evaluated, make_sampler
-from engine.space import encoding_hash
+from engine.space import build_space, encoding_hash
 from engine.store import Store
 from engine.workspace import rebuild_parent, run_config
 
@@ -37,10 +42,12 @@ def with_channel_block(cfg: SearchConfig) -> SearchConfig:
 
 def budget_for(parent: Parent, constraint: Constraint, block: int = 1) -> float:
     """The absolute limit; refuses one below the smallest subnet the space can reach."""
-    space = parent.space
-    parent_value, smallest = parent.cost.metric(
-        constraint.metric, [space.full(), space.minimal()], block
-    )
+    return budget_within(parent.space, parent.cost, constraint, block)
+
+
+def budget_within(space, cost, constraint: Constraint, block: int = 1) -> float:
+    """The absolute limit in `space` (costed by `cost`); refuses one below its smallest subnet."""
+    parent_value, smallest = cost.metric(constraint.metric, [space.full(), space.minimal()], block)
     budget = constraint.limit(parent_value)
     if budget < smallest:
         unit = UNITS[constraint.metric]
@@ -56,21 +63,48 @@ def describe_weights(spec: ModelSpec) -> str:
     return f"file:{spec.weights_path}" if spec.weights == "file" else spec.weights
 
 
+def check_before_data(config: RunConfig) -> float:
+    """The run's budget from the weights and the cost model alone (seconds, no image decoded):
+    bad weights, a dataset that is not there and an impossible constraint fail here."""
+    num_classes = class_count(config.data)
+    spec = fit_to_data(config.model, num_classes, config.data.image_size, config.data.name)
+    model = create_model(spec)
+    example = torch.zeros(1, spec.in_channels, spec.image_size, spec.image_size)
+    space = build_space(model, example, round_to=config.space.round_to, importance="l1")
+    search = with_channel_block(config.search)
+    return budget_within(
+        space, CostModel(model, space, example), search.constraint, search.channel_block
+    )
+
+
 def start_run(
     store: Store, config: RunConfig, *, parent: Parent | None = None
 ) -> tuple[str, Parent]:
-    """Prepare the parent (or reuse `parent`, loaded from the same specs), validate the
-    constraint, and record a new run with its budget, fixed from now on."""
+    """Check what needs no data, prepare the parent (or reuse `parent`, loaded from the same
+    specs) with search-validation images it never saw, and record a new run with its budget,
+    fixed from now on."""
+    val_from = validation_source(config.model, config.data)
+    config = replace(config, data=replace(config.data, val_from=val_from))
     if parent is None:
+        check_before_data(config)
         parent = load_parent(
-            config.model, config.data, config.space, batch_size=config.search.batch_size
+            config.model,
+            config.data,
+            config.space,
+            batch_size=config.search.batch_size,
+            measure_test=True,
         )
     elif (parent.space.round_to, parent.space.importance) != (
         config.space.round_to,
         config.space.importance,
     ):
         raise ConfigError("The given parent's space was built with another round_to/importance.")
-    config = replace(config, model=parent.model_spec, search=with_channel_block(config.search))
+    config = replace(
+        config,
+        model=parent.model_spec,
+        data=replace(parent.data_spec, val_from=parent.splits.val_from),
+        search=with_channel_block(config.search),
+    )
     cfg = config.search
     budget = budget_for(parent, cfg.constraint, cfg.channel_block)
     full = [parent.space.full()]
@@ -88,6 +122,7 @@ def start_run(
         budget=budget,
         channel_block=cfg.channel_block,
         parent_runtime_flops=parent.cost.padded_flops(full, cfg.channel_block)[0],
+        parent_test_accuracy=parent.test_accuracy,
         config=config.to_dict(),
         space=parent.space.to_dict(),
     )
@@ -116,6 +151,10 @@ def search(
     sampler = make_sampler(
         cfg.sampler, parent.space, parent.cost, metric, budget, cfg.num_subnets, block
     )
+    if cfg.sampler == "guided":  # the answers of one-line peers, evaluated before evolving
+        sampler.peers = peer_allocations(
+            parent, lambda e: parent.cost.metric(metric, [e], block)[0], budget, cfg.batch_size
+        )
     rows = store.subnets(run_id)
     encodings = [tuple(e) for e in rows["encoding"]]
     costs = parent.cost.metric(metric, encodings, block) if encodings else []

@@ -62,6 +62,8 @@ ALTER TABLE finetunes ADD COLUMN IF NOT EXISTS history JSON;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS channel_block INTEGER;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS parent_runtime_flops DOUBLE;
 ALTER TABLE subnets ADD COLUMN IF NOT EXISTS runtime_flops DOUBLE;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS parent_test_accuracy DOUBLE;
+ALTER TABLE subnets ADD COLUMN IF NOT EXISTS test_accuracy DOUBLE;
 """
 # Columns `save_finetune` writes; created_at is kept from the first write.
 FINETUNE_FIELDS = ("finetune_id", "run_id", "subnet_id", "recipe", "status", "message")
@@ -72,10 +74,11 @@ EXPORT_FIELDS = ("export_id", "run_id", "subnet_id", "finetune_id", "out_dir", "
 _INSERT_RUN = """
 INSERT INTO runs (run_id, created_at, updated_at, heartbeat, status, model, weights, dataset,
     constraint_text, sampler, num_subnets, parent_accuracy, parent_loss, parent_flops,
-    parent_params, budget, channel_block, parent_runtime_flops, config, space)
+    parent_params, budget, channel_block, parent_runtime_flops, parent_test_accuracy, config,
+    space)
 VALUES ($run_id, $now, $now, $now, 'running', $model, $weights, $dataset, $constraint_text,
     $sampler, $num_subnets, $parent_accuracy, $parent_loss, $parent_flops, $parent_params,
-    $budget, $channel_block, $parent_runtime_flops, $config, $space)"""
+    $budget, $channel_block, $parent_runtime_flops, $parent_test_accuracy, $config, $space)"""
 
 _INSERT_SUBNET = """
 INSERT INTO subnets (run_id, subnet_id, hash, encoding, flops, params, runtime_flops, accuracy,
@@ -267,6 +270,7 @@ class Store:
         space: dict | list,
         channel_block: int | None = None,
         parent_runtime_flops: float | None = None,
+        parent_test_accuracy: float | None = None,
         run_id: str | None = None,
     ) -> str:
         """Record a new run with status `running`; returns its id (12 hex chars unless given)."""
@@ -358,6 +362,13 @@ class Store:
             values["subnet_id"] = cur.execute(sql, [run_id]).fetchone()[0]
             cur.execute(_INSERT_SUBNET, values)
         return values["subnet_id"]
+
+    def set_test_accuracy(self, run_id: str, subnet_id: int, accuracy: float) -> None:
+        """Record a subnet's accuracy on the reporting test split (scored on demand)."""
+        with self._transaction() as cur:
+            self._require_subnet(cur, run_id, subnet_id)
+            sql = "UPDATE subnets SET test_accuracy = ? WHERE run_id = ? AND subnet_id = ?"
+            cur.execute(sql, [_plain(accuracy), run_id, int(subnet_id)])
 
     def subnet_hashes(self, run_id: str) -> set[str]:
         rows = self._cursor().execute("SELECT hash FROM subnets WHERE run_id = ?", [run_id])

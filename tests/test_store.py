@@ -39,11 +39,13 @@ RUN_COLUMNS = [
     "space",
     "channel_block",  # columns added later come after the original ones, in old files too
     "parent_runtime_flops",
+    "parent_test_accuracy",
     "evaluated",
     "failed_subnets",
     "best_accuracy",
 ]
 SUBNET_COLUMNS = ["run_id", "subnet_id", *SUBNET_FIELDS[:-1], "created_at", "runtime_flops"]
+SUBNET_COLUMNS += ["test_accuracy"]  # a later column still
 
 
 def run_args(**overrides):
@@ -128,8 +130,9 @@ def test_a_file_from_before_runtime_flops_gains_the_columns_and_keeps_its_rows(t
         run_id = s.create_run(**run_args())
         s.add_subnet(run_id, subnet_row(1))
     con = duckdb.connect(str(path))  # take the file back to the schema before runtime FLOPs
-    con.execute("ALTER TABLE subnets DROP COLUMN runtime_flops")
-    for column in ("channel_block", "parent_runtime_flops"):
+    for column in ("runtime_flops", "test_accuracy"):
+        con.execute(f"ALTER TABLE subnets DROP COLUMN {column}")
+    for column in ("channel_block", "parent_runtime_flops", "parent_test_accuracy"):
         con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
     con.close()
     with Store(path) as s:

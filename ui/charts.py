@@ -15,6 +15,17 @@ from engine.pareto import knee, pareto_front
 from ui.format import METRIC_LABELS, recipe_text, run_channel_block
 
 SAMPLER_COLORS = {"uniform": "#4C78A8", "random": "#F58518", "guided": "#54A24B"}
+# The peers' answers a guided search evaluates first (engine.peers), as the legend names them.
+PEER_LABELS = {
+    "peer:uniform-l1": "Peer: Torch-Pruning uniform L1",
+    "peer:taylor": "Peer: Torch-Pruning global Taylor",
+    "peer:sensitivity": "Peer: FastNAS-style sensitivity",
+}
+PEER_COLORS = {
+    "peer:uniform-l1": "#1F3B73",
+    "peer:taylor": "#9467BD",
+    "peer:sensitivity": "#8C564B",
+}
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#9D755D"]
 PARENT_COLOR = "#222222"
 KNEE_COLOR = "#E45756"
@@ -111,8 +122,12 @@ def front_figure(
                 x=part[x].to_numpy(dtype=float) * scale,
                 y=part["accuracy"].to_numpy(dtype=float),
                 mode="markers",
-                name=str(sampler or "subnets"),
-                marker={"size": 7, "opacity": 0.55, "color": SAMPLER_COLORS.get(sampler)},
+                name=PEER_LABELS.get(sampler, str(sampler or "subnets")),
+                marker=(
+                    {"size": 11, "opacity": 0.9, "symbol": "square", "color": PEER_COLORS[sampler]}
+                    if sampler in PEER_LABELS
+                    else {"size": 7, "opacity": 0.55, "color": SAMPLER_COLORS.get(sampler)}
+                ),
                 unselected={"marker": {"opacity": 0.55}},  # a click picks, it does not dim
                 customdata=_custom(part, run),
                 hovertemplate=_hover(run),
