@@ -16,6 +16,8 @@ from engine.config import (
     IMPORTANCES,
     OPTIMIZERS,
     SAMPLERS,
+    VAL_SOURCE_TEXT,
+    VAL_SOURCES,
     Constraint,
     DataSpec,
     ExportConfig,
@@ -49,6 +51,7 @@ def _data_spec(args) -> DataSpec:
         calib_size=args.calib_size,
         val_size=args.val_size,
         seed=args.data_seed,
+        val_from=args.val_from,
     )
 
 
@@ -62,6 +65,14 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         "--val-size", type=int, default=DATA["val_size"], help="search-validation images"
     )
     p.add_argument("--data-seed", type=int, default=DATA["seed"])
+    p.add_argument(
+        "--val-from",
+        default=DATA["val_from"],
+        choices=VAL_SOURCES,
+        help="where search-validation images come from: auto (images the parent never saw: "
+        "held-out training images for a parent trained here, else the val/ folder or half of "
+        "the test split), train, test, folder",
+    )
 
 
 def cmd_search(args) -> int:
@@ -101,9 +112,13 @@ def cmd_search(args) -> int:
             run_id, parent = args.resume, rebuild_parent(store.run(args.resume))
         else:
             run_id, parent = start_run(store, config)
+        run = store.run(run_id)
+        test = run.get("parent_test_accuracy")
         print(
-            f"run {run_id}: {parent.model_spec.name}, parent accuracy {parent.accuracy:.4f}, "
-            f"{parent.cost.parent_flops / 1e6:.2f} MFLOPs; {FLOPS_NOTE}",
+            f"run {run_id}: {parent.model_spec.name}, parent accuracy {parent.accuracy:.4f} on "
+            f"search-validation ({VAL_SOURCE_TEXT[parent.splits.val_from]})"
+            + (f", {test:.4f} on test" if test is not None and test == test else "")
+            + f"; {parent.cost.parent_flops / 1e6:.2f} MFLOPs; {FLOPS_NOTE}",
             file=sys.stderr,
             flush=True,
         )
@@ -140,6 +155,7 @@ def cmd_runs(args) -> int:
         "evaluated",
         "num_subnets",
         "parent_accuracy",
+        "parent_test_accuracy",
         "best_accuracy",
         "created_at",
     ]

@@ -20,6 +20,12 @@ DATASETS = ("synthetic", "cifar10", "fashionmnist", "mnist", "imagefolder")
 # Where search-validation images come from; "auto" is decided from the parent when a run starts
 # (engine.parent.validation_source) and acts as "train" when a parent is trained here.
 VAL_SOURCES = ("auto", "train", "test", "folder")
+VAL_SOURCE_TEXT = {  # how every page, card and CLI line names them
+    "auto": "images the parent never saw (decided from where its weights come from)",
+    "train": "held-out training images",
+    "test": "half of the test split (test figures use the other half)",
+    "folder": "the dataset's val/ folder",
+}
 METRICS = ("flops", "params", "runtime_flops")
 SAMPLERS = ("guided", "uniform", "random")
 IMPORTANCES = ("l1", "bn_scale", "taylor")

@@ -8,10 +8,17 @@ import platform
 
 import torch
 
+from engine.config import VAL_SOURCE_TEXT
+
 LATENCY_BATCHES = (1, 32)
 PACKAGES = ("torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "onnxscript", "numpy")
 FLOPS_NOTE = "FLOPs = 2 x multiply-accumulates per image (torch.utils.flop_counter)."
 INT8_SCHEME = "static, QDQ, per-channel int8 weights, uint8 activations (MinMax)"
+
+
+def _number(value) -> float | None:
+    """A stored number, or None where the store holds NULL/NaN (runs from before it)."""
+    return None if value is None or value != value else float(value)
 
 
 def package_versions() -> dict[str, str]:
@@ -64,6 +71,10 @@ def build_report(
             "flops": parent_flops,
             "params": parent_params,
             "val_accuracy": float(run["parent_accuracy"]),
+            "test_accuracy": _number(run.get("parent_test_accuracy")),
+            "validation_split": ((run.get("config") or {}).get("data") or {}).get(
+                "val_from", "train"
+            ),
             "onnx_bytes": sizes["parent"],
             "runtime_flops": measured["parent_runtime_flops"],
         },
@@ -147,7 +158,10 @@ def model_card_markdown(r: dict) -> str:
         "",
         "## Accuracy (top-1)",
         "",
-        f"- parent, search-validation: {_pct(p['val_accuracy'])}",
+        f"- parent: search-validation {_pct(p['val_accuracy'])}, test "
+        f"{_pct(p.get('test_accuracy'))}",
+        "- search-validation images: "
+        + VAL_SOURCE_TEXT.get(p.get("validation_split", "train"), VAL_SOURCE_TEXT["train"]),
         f"- subnet after pruning + BatchNorm recalibration: validation {_pct(a['val_before_finetune'])}, "
         f"test {_pct(a['test_before_finetune'])}",
         f"- after fine-tune: validation {_pct(a['val_after_finetune'])}, test {_pct(a['test_after_finetune'])}",

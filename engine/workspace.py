@@ -23,7 +23,7 @@ from torch import nn
 
 from engine.config import DataSpec, ModelSpec, RunConfig, TrainConfig
 from engine.errors import ConfigError
-from engine.evaluate import rebuild_subnet
+from engine.evaluate import accuracy_and_loss, rebuild_subnet
 from engine.models import apply_state_dict, read_checkpoint_metadata, read_state_dict
 from engine.parent import Parent, load_parent
 from engine.space import SearchSpace, materialize
@@ -107,6 +107,19 @@ def scored_subnet(parent: Parent, run: dict, encoding) -> nn.Module:
     """The subnet exactly as the run scored it: cut from the parent, BatchNorm recalibrated on
     the calibration split in the run's batch size. Its accuracy is the one on the chart."""
     return rebuild_subnet(parent, encoding, run_config(run).search.batch_size)
+
+
+def score_subnets_on_test(store: Store, run: dict, parent: Parent, subnet_ids) -> dict[int, float]:
+    """Each subnet rebuilt as scored, measured on the reporting test split and stored with it;
+    {subnet_id: test accuracy}. Never used to choose a subnet: test is for reporting."""
+    test_x, test_y = parent.splits.tensors("test")
+    out = {}
+    for subnet_id in subnet_ids:
+        subnet = usable_subnet(store, run["run_id"], subnet_id)
+        model = scored_subnet(parent, run, subnet["encoding"])
+        out[int(subnet_id)] = accuracy_and_loss(model, test_x, test_y)[0]
+        store.set_test_accuracy(run["run_id"], subnet_id, out[int(subnet_id)])
+    return out
 
 
 def cut_with_weights(

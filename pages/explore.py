@@ -4,6 +4,7 @@ import math
 
 import streamlit as st
 
+from engine.errors import PrunescopeError
 from engine.pareto import best_under_budget, knee, pareto_front
 from ui import resources
 from ui.charts import clicked_subnet, finished_finetunes, front_figure, valid_rows, widths_figure
@@ -11,10 +12,12 @@ from ui.format import (
     FLOPS_NOTE,
     METRIC_LABELS,
     constraint_metric,
+    parent_accuracy_text,
     pct,
     run_channel_block,
     runtime_note,
     si,
+    validation_split,
 )
 from ui.nav import through_app
 from ui.progress import follow_search
@@ -72,8 +75,7 @@ else:
     cols[1].metric(
         "Accuracy lost",
         f"{100 * acc_lost:.2f} pp",
-        help=f"{pct(best['accuracy'], 2)} against the parent's "
-        f"{pct(run['parent_accuracy'], 2)} on search-validation",
+        help=f"{pct(best['accuracy'], 2)} against the parent's {parent_accuracy_text(run)}",
     )
     cols[2].metric(
         f"{METRIC_LABELS[shown]} saved",
@@ -92,6 +94,10 @@ else:
         )
         table += f"| {label} | {si(run[f'parent_{m}'])} | {si(best[m])} | {pct(saved[m])} saved |\n"
     st.markdown(table)
+    st.caption(
+        f"Accuracies on search-validation: {validation_split(run)}. The parent: "
+        f"{parent_accuracy_text(run)}."
+    )
 
 # A click on the chart picks a subnet: read before the picker below is drawn.
 pick_key = f"explore_pick_{run_id}"
@@ -125,6 +131,32 @@ if knee_row is not None:
         f"({pct(knee_row['accuracy'])} at {pct(knee_row[x] / parent_x)} of the parent)."
     )
 st.caption(" ".join(notes))
+
+st.subheader("The front on test")
+scored = front[front["test_accuracy"].notna()] if "test_accuracy" in front else front.iloc[:0]
+if len(scored) < len(front) and st.button(
+    f"Score the {len(front) - len(scored)} front subnets on test",
+    help="Rebuilds each front subnet exactly as scored and measures it on the reporting test "
+    "split, which the search never looked at. Tune on validation, report test.",
+):
+    with st.spinner("Scoring the front on the test split…"):
+        try:
+            resources.score_on_test(run_id, front["subnet_id"].astype(int).tolist())
+        except PrunescopeError as exc:
+            resources.show_error(exc)
+        else:
+            st.rerun()
+if len(scored):
+    st.dataframe(
+        {
+            "subnet": [int(s) for s in scored["subnet_id"]],
+            f"{METRIC_LABELS[x]} (% of parent)": [pct(v / parent_x) for v in scored[x]],
+            "search-validation": [pct(v, 2) for v in scored["accuracy"]],
+            "test": [pct(v, 2) for v in scored["test_accuracy"]],
+        },
+        hide_index=True,
+    )
+    st.caption(f"Test: the reporting split; the parent scores {parent_accuracy_text(run)}.")
 
 st.subheader("Widths of a subnet")
 row = best if picked == "best" else marks["Selected"]

@@ -8,7 +8,7 @@ from engine.pareto import best_under_budget
 from engine.workspace import delete_run
 from ui import jobs, resources
 from ui.charts import overlay_figure, valid_rows
-from ui.format import constraint_metric, pct, run_channel_block, run_label
+from ui.format import constraint_metric, pct, run_channel_block, run_label, validation_split
 from ui.nav import through_app
 from ui.widgets import axis_controls, select_run
 
@@ -48,6 +48,8 @@ table = pd.DataFrame(
         "subnets": [f"{r['evaluated']} / {r['num_subnets']}" for r in records],
         "failed": [r["failed_subnets"] for r in records],
         "parent accuracy": [pct(r["parent_accuracy"]) for r in records],
+        "parent test accuracy": [pct(r.get("parent_test_accuracy")) for r in records],
+        "validated on": [validation_split(r) for r in records],
         "best under budget": [best_text(r) for r in records],
         "created (UTC)": [r["created_at"] for r in records],
         "message": [r["message"] or "" for r in records],

@@ -2,7 +2,15 @@
 
 import streamlit as st
 
-from engine.config import DATASETS, IMPORTANCES, SAMPLERS, WEIGHT_SOURCES, ModelSpec
+from engine.config import (
+    DATASETS,
+    IMPORTANCES,
+    SAMPLERS,
+    VAL_SOURCE_TEXT,
+    VAL_SOURCES,
+    WEIGHT_SOURCES,
+    ModelSpec,
+)
 from engine.errors import PrunescopeError
 from engine.models import available_models, builtin_weights_path
 from engine.runtime import channel_block
@@ -165,7 +173,17 @@ with settings:
             1_000_000,
             step=256,
             key="search_val",
-            help="Held-out training images that score every subnet.",
+            help="Images that score every subnet (at most this many).",
+        )
+        st.selectbox(
+            "Validation images",
+            VAL_SOURCES,
+            format_func=VAL_SOURCE_TEXT.get,
+            key="search_val_from",
+            help="Subnets are scored on images the parent never saw. Held-out training images "
+            "only for random weights or a parent trained here on this split; a parent brought "
+            "from elsewhere may have trained on all of them, so by default its validation "
+            "images come from the val/ folder or half of the test split.",
         )
         st.number_input(
             "Training images",

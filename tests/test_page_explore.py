@@ -5,14 +5,18 @@ Each test points the app at its own results file (the `db` fixture).
 
 import pytest
 
+from engine.config import Constraint, SearchConfig
+from engine.pareto import pareto_front
 from engine.store import Store
 from tests.apptest import (
+    button,
     figures,
     open_page,
+    subnets_of,
     trace_names,
     values,
 )
-from tests.factories import GROUPS, PARENT_FLOPS, SAMPLERS, make_run
+from tests.factories import GROUPS, PARENT_FLOPS, SAMPLERS, make_run, real_run
 from ui.jobs import registry
 
 
@@ -127,3 +131,23 @@ def test_explore_follows_a_search_running_elsewhere_until_it_ends(db):
     at.run()  # the fragment sees the run end, forgets the cached run list and redraws
     assert not at.exception, at.exception
     assert not at.get("toggle") and "still searching" not in " ".join(c.value for c in at.caption)
+
+
+@pytest.mark.slow
+def test_explore_scores_the_front_on_test_on_demand(db):
+    run_id = real_run(
+        db, search=SearchConfig(num_subnets=4, constraint=Constraint.parse("flops=60%"))
+    )
+    at = open_page("pages/explore.py")
+    caption = " ".join(c.value for c in at.caption)
+    assert "on search-validation (held-out training images)" in caption and "on test" in caption
+    front = pareto_front(subnets_of(db, run_id))
+    button(at, f"Score the {len(front)} front subnets on test").click().run(timeout=120)
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "test" in d.value.columns)
+    assert len(table) == len(front)
+    with Store(db) as store:
+        rows = store.subnets(run_id).set_index("subnet_id")
+    scored = rows.loc[front["subnet_id"], "test_accuracy"]
+    assert scored.notna().all() and table["test"].tolist() == [f"{100 * v:.2f}%" for v in scored]
+    assert not any(b.label.startswith("Score the") for b in at.button)  # nothing left to score

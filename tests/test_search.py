@@ -154,7 +154,10 @@ def test_uniform_sweep_spans_the_range_first(parent):
         "uniform", parent.space, parent.cost, "flops", parent.cost.parent_flops, 10
     )
     sweep = sampler.sweep()
-    assert sweep[0] == parent.space.minimal() and sweep[1] == parent.space.full()
+    # the parent is the run's reference, never a subnet: the sweep ends just below it
+    largest = max(sweep, key=lambda e: sampler.metric_of([e])[0])
+    assert sweep[0] == parent.space.minimal() and sweep[1] == largest
+    assert parent.space.full() not in sweep and largest != parent.space.full()
 
 
 def test_guided_starts_from_the_largest_uniform_subnets_within_the_budget(parent):
@@ -186,6 +189,7 @@ def test_guided_spends_proposals_near_the_budget(parent):
         history += _history(sampler, [proposal[0]])
     near = [c for c in costs if 0.8 * budget <= c <= budget]
     assert len(near) >= 8  # about half are aimed just under the budget
+    assert max(costs) <= budget  # and none is spent above it
 
 
 def _cli(*args, **kwargs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from engine.config import Constraint, FinetuneRecipe
+from engine.config import VAL_SOURCE_TEXT, Constraint, FinetuneRecipe
 from engine.errors import PrunescopeError
 
 METRIC_LABELS = {"flops": "FLOPs", "params": "Params", "runtime_flops": "Runtime FLOPs"}
@@ -55,6 +55,21 @@ def constraint_metric(run: dict) -> str:
         return Constraint.parse(str(run.get("constraint_text"))).metric
     except PrunescopeError:
         return "flops"
+
+
+def validation_split(run: dict) -> str:
+    """Which images a run's accuracies are on; runs before the choice held out training images."""
+    data = (run.get("config") or {}).get("data") or {}
+    return VAL_SOURCE_TEXT.get(data.get("val_from", "train"), VAL_SOURCE_TEXT["train"])
+
+
+def parent_accuracy_text(run: dict) -> str:
+    """'93.4% on search-validation (held-out training images), 92.1% on test'."""
+    text = f"{pct(run['parent_accuracy'], 2)} on search-validation ({validation_split(run)})"
+    test = run.get("parent_test_accuracy")
+    if test is not None and not (isinstance(test, float) and math.isnan(test)):
+        text += f", {pct(test, 2)} on test"
+    return text
 
 
 def run_channel_block(run: dict) -> int | None:

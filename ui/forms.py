@@ -40,6 +40,7 @@ def search_defaults() -> dict:
         "search_importance": space.importance,
         "search_calib": data.calib_size,
         "search_val": data.val_size,
+        "search_val_from": data.val_from,
         "search_train": data.train_size or 0,  # 0: all
         "search_test": data.test_size or 0,
         "search_seed": search.seed,
@@ -65,6 +66,7 @@ def search_config(ss: Mapping, model: ModelSpec, root: str | None) -> RunConfig:
             seed=int(ss["search_seed"]),
             train_size=int(ss["search_train"]) or None,
             test_size=int(ss["search_test"]) or None,
+            val_from=ss["search_val_from"],
         ),
         space=SpaceConfig(round_to=int(ss["search_round_to"]), importance=ss["search_importance"]),
         search=SearchConfig(

@@ -12,7 +12,7 @@ import streamlit as st
 from engine.jobs import KINDS, Job
 from ui import jobs, resources
 from ui.charts import front_figure
-from ui.format import constraint_metric, duration, pct
+from ui.format import constraint_metric, duration, parent_accuracy_text, pct
 from ui.widgets import select_run
 
 STALE_AFTER_S = 600  # a searching run that has not beaten its heart this long is dead
@@ -93,6 +93,7 @@ def _search(job: dict) -> None:
             height=380,
         )
         st.plotly_chart(figure, key=f"live_{job_id}")
+        st.caption(f"Parent: {parent_accuracy_text(run)}.")
         if not job["active"]:
             st.page_link(
                 "pages/explore.py", label="Explore this run", icon=":material/scatter_plot:"

@@ -14,7 +14,7 @@ import streamlit as st
 from engine.errors import PrunescopeError
 from engine.evaluate import per_class_accuracy
 from engine.store import Store
-from engine.workspace import db_path, rebuild_parent, scored_subnet
+from engine.workspace import db_path, rebuild_parent, score_subnets_on_test, scored_subnet
 from ui.jobs import registry
 
 
@@ -97,6 +97,14 @@ def cleared() -> None:
 def parent(path: str, run_id: str):
     """The run's parent rebuilt in its stored space (model, data splits); seconds of CPU."""
     return rebuild_parent(_open_store(path).run(run_id))
+
+
+def score_on_test(run_id: str, subnet_ids: list[int]) -> None:
+    """Score these subnets on the reporting test split (stored with them), then refresh."""
+    s = store()
+    path = str(s.path)
+    score_subnets_on_test(s, s.run(run_id), parent(path, run_id), subnet_ids)
+    cleared()
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
