@@ -10,12 +10,19 @@ from engine.models import read_checkpoint_metadata
 from engine.train import train_or_reuse_parent
 
 CACHE = Path(__file__).parent / "cache"
+PARENTS = Path(__file__).parent / "parents"  # trained parents kept in the repository
 RESULTS = Path(__file__).parent / "RESULTS.md"
 
 
 def parent_checkpoint(data: DataSpec, epochs: int) -> Path:
     """The cached ResNet-20 parent trained `epochs` epochs on `data` (trained or resumed here,
     through the engine's trained-parent cache, kept under bench/cache/)."""
+    kept = PARENTS / f"resnet20_{data.name}_{epochs}ep.safetensors"
+    if kept.is_file():  # trained once (on a GPU, by train_parent) for exactly these splits
+        meta = read_checkpoint_metadata(kept)
+        if meta.get("epochs_done") == epochs and meta.get("data") == data.to_dict():
+            print(f"parent {kept.name}: test accuracy {meta.get('test_accuracy')}", flush=True)
+            return kept
     path = CACHE / f"resnet20_{data.name}_{epochs}ep.safetensors"
     model = ModelSpec(name="resnet20", weights="random")
     train_or_reuse_parent(model, data, TrainConfig(epochs=epochs), path=path)

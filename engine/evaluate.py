@@ -41,8 +41,10 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 2
 
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Logits on the CPU, computed on the device the model is on."""
     model.eval()
-    return torch.cat([model(batch) for batch in _batches(x, batch_size)])
+    device = next(model.parameters()).device
+    return torch.cat([model(batch.to(device)).cpu() for batch in _batches(x, batch_size)])
 
 
 def accuracy_and_loss(

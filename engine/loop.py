@@ -62,8 +62,10 @@ def train_epoch(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
 ) -> dict:
-    """One epoch over the fit split. `loss_fn(logits, y, x)` overrides cross-entropy."""
+    """One epoch over the fit split, on the device the model is on. `loss_fn(logits, y, x)`
+    overrides cross-entropy."""
     model.train()
+    device = next(model.parameters()).device
     batches = steps_per_epoch(splits, cfg)
     seen = correct = 0
     total_loss = 0.0
@@ -74,6 +76,7 @@ def train_epoch(
     ):
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled by the user")
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)
         loss = (
             loss_fn(logits, y, x)

@@ -34,7 +34,6 @@ from engine.models import (
     read_state_dict,
     save_checkpoint,
 )
-from engine.workspace import finished_parent_spec, parent_checkpoint
 
 
 def train_parent(
@@ -45,8 +44,10 @@ def train_parent(
     *,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    device: str = "cpu",
 ) -> dict:
-    """Train `model_spec` from scratch on `data_spec`; the checkpoint is rewritten every epoch.
+    """Train `model_spec` from scratch on `data_spec` (on `device`: "cpu", "cuda"…); the
+    checkpoint is rewritten every epoch.
 
     A checkpoint left unfinished by the same recipe is resumed from its last epoch (with the
     optimizer and schedule state saved beside it; without that state the schedule is replayed
@@ -66,7 +67,7 @@ def train_parent(
             "image_size": splits.image_size,
         }
     )
-    model = create_model(spec)
+    model = create_model(spec).to(device)
     per_epoch = steps_per_epoch(splits, cfg)
     opt, sched = make_optimizer(model, cfg, cfg.epochs * per_epoch)
     val_x, val_y = splits.tensors("val")
@@ -91,6 +92,7 @@ def train_parent(
             "val_accuracy": stats["val_accuracy"],
             "test_accuracy": test_accuracy,
             "seconds": stats["seconds"],
+            "device": str(device),
         }
         save_training_state(_state_path(checkpoint), model, opt, sched, {})
         save_checkpoint(model, checkpoint, meta)
@@ -150,6 +152,8 @@ def train_or_reuse_parent(
 ) -> ModelSpec:
     """The spec of a parent trained with `cfg`: the cached checkpoint when it has finished,
     else trained (or resumed) now. `path`: where to keep it (default: the workspace's cache)."""
+    from engine.workspace import finished_parent_spec, parent_checkpoint  # not needed to train
+
     path = Path(path) if path else parent_checkpoint(model_spec, data_spec, cfg)
     spec = finished_parent_spec(path, cfg.epochs)
     if spec is None:
