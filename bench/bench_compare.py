@@ -32,7 +32,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from bench.common import CACHE, RESULTS, command_line, parent_checkpoint
@@ -44,8 +43,9 @@ from engine.loop import train_epoch
 from engine.models import read_checkpoint_metadata
 from engine.parent import Parent, load_parent
 from engine.pareto import best_under_budget, pareto_front
+from engine.peers import MAX_RATIO, tp_prune, with_taylor_gradients
 from engine.search import search, start_run
-from engine.space import classifier_name, materialize
+from engine.space import materialize
 from engine.store import Store
 
 METHODS = ("prunescope", "uniform", "tp_l1", "tp_taylor", "random")
@@ -57,8 +57,6 @@ LABELS = {
     "random": "random search",
 }
 ROW_FIELDS = ("subnet_id", "flops", "params", "accuracy", "encoding", "error")
-TAYLOR_IMAGES = 512
-MAX_RATIO = 0.9  # Torch-Pruning's max_pruning_ratio: no layer loses more than this share
 
 
 # --- the methods ---------------------------------------------------------------------------------
@@ -74,40 +72,6 @@ def prunescope_search(store: Store, parent: Parent, sampler: str, pct: float, n:
     run_id, _ = start_run(store, config, parent=parent)
     search(store, run_id, parent)
     return store.subnets(run_id), time.perf_counter() - start
-
-
-def with_taylor_gradients(parent: Parent) -> nn.Module:
-    """A copy of the parent holding loss gradients on calibration images (for Taylor)."""
-    model = copy.deepcopy(parent.model).eval()
-    x, y = parent.splits.tensors("calib")
-    model.zero_grad()
-    for i in range(0, min(TAYLOR_IMAGES, len(x)), 64):
-        nn.functional.cross_entropy(model(x[i : i + 64]), y[i : i + 64]).backward()
-    return model
-
-
-def tp_prune(source: nn.Module, example: torch.Tensor, ratio: float, kind: str) -> nn.Module:
-    """Torch-Pruning's one-shot pruning of a copy of `source` (its gradients copied too)."""
-    model = copy.deepcopy(source).eval()
-    for theirs, ours in zip(source.parameters(), model.parameters(), strict=True):
-        ours.grad = None if theirs.grad is None else theirs.grad.clone()
-    classifier = model.get_submodule(classifier_name(model))
-    if kind == "l1":
-        importance, global_pruning = tp.importance.GroupMagnitudeImportance(p=1), False
-    else:
-        importance, global_pruning = tp.importance.GroupTaylorImportance(), True
-    pruner = tp.pruner.MagnitudePruner(  # = MetaPruner; importance decides
-        model,
-        example,
-        importance=importance,
-        pruning_ratio=ratio,
-        global_pruning=global_pruning,
-        max_pruning_ratio=MAX_RATIO,
-        ignored_layers=[classifier],
-    )
-    pruner.step()
-    model.zero_grad(set_to_none=True)
-    return model.eval()
 
 
 def tp_at_budget(parent: Parent, budget: float, kind: str):
