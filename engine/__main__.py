@@ -214,6 +214,7 @@ def cmd_train(args) -> int:
         cfg,
         args.out,
         progress=progress,
+        device=args.device,
     )
     bar.close()
     print(
@@ -379,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=TRAIN.batch_size)
     t.add_argument("--seed", type=int, default=TRAIN.seed)
     t.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
+    t.add_argument("--device", default="cpu", help="where to train: cpu, cuda, cuda:1, ...")
     t.set_defaults(func=cmd_train)
 
     ft = sub.add_parser("finetune", help="fine-tune a stored subnet (resumes when run again)")
