@@ -22,17 +22,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from bench.bench_compare import Steps, forward_gflops, short_finetune, tp_at_budget
 from bench.common import RESULTS, command_line, parent_checkpoint
 from engine.config import (
+    IMPORTANCES,
     Constraint,
     DataSpec,
     FinetuneRecipe,
     ModelSpec,
     RunConfig,
     SearchConfig,
+    SpaceConfig,
 )
 from engine.evaluate import accuracy_and_loss, rebuild_subnet, recalibrate_batchnorm
 from engine.models import read_checkpoint_metadata
@@ -50,6 +50,7 @@ LABELS = {
 }
 FIRST_WITHIN = 20  # within-budget subnets whose arrival time is reported
 FINETUNE_LR = 0.05  # the issue's recipe: SGD, lr 0.05, cosine, crop and flip, one epoch
+STEPS_DIR = Path(__file__).parent / "steps"
 
 
 def search_run(parent: Parent, sampler: str, pct: float, n: int, seed: int) -> dict:
@@ -57,7 +58,8 @@ def search_run(parent: Parent, sampler: str, pct: float, n: int, seed: int) -> d
     cfg = SearchConfig(
         num_subnets=n, sampler=sampler, seed=seed, constraint=Constraint("flops", pct, True)
     )
-    config = RunConfig(model=parent.model_spec, data=parent.data_spec, search=cfg)
+    space = SpaceConfig(round_to=parent.space.round_to, importance=parent.space.importance)
+    config = RunConfig(model=parent.model_spec, data=parent.data_spec, space=space, search=cfg)
     arrivals = []
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "q.duckdb") as store:
         start = time.perf_counter()
@@ -92,22 +94,19 @@ def tp_run(parent: Parent, pct: float, kind: str) -> dict:
     if model is None:
         return {"best_accuracy": None, "ratio": ratio, "wall": wall}
     recalibrate_batchnorm(model, parent.splits.tensors("calib")[0])
-    state = {k: v.tolist() for k, v in model.state_dict().items()}  # JSON-able, for phase B
     return {
         "best_accuracy": accuracy_and_loss(model, *parent.splits.tensors("val"))[0],
         "ratio": ratio,
         "wall": wall,
-        "state": state,
     }
 
 
 def finetuned(parent: Parent, method: str, found: dict, pct: float, seed: int) -> float:
     """Test accuracy of a method's pick after the one-epoch fine-tune with `seed`."""
     recipe = FinetuneRecipe.with_training(epochs=1, lr=FINETUNE_LR, seed=seed)
-    if method.startswith("tp_"):
-        kind = method[3:]
-        model, _, _ = tp_at_budget(parent, parent.cost.parent_flops * pct / 100, kind)
-        model.load_state_dict({k: torch.tensor(v) for k, v in found["state"].items()})
+    if method.startswith("tp_"):  # deterministic: the same network phase A scored
+        model, _, _ = tp_at_budget(parent, parent.cost.parent_flops * pct / 100, method[3:])
+        recalibrate_batchnorm(model, parent.splits.tensors("calib")[0])
     else:
         model = rebuild_subnet(parent, found["best_encoding"])
     return short_finetune(copy.deepcopy(model), parent, recipe)
@@ -123,6 +122,13 @@ def main() -> None:
     ap.add_argument("--subnets", type=int, default=150, help="evaluations per search")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tune seeds")
     ap.add_argument("--phase", default="all", choices=["a", "b", "all"])
+    ap.add_argument(
+        "--importance",
+        nargs="+",
+        default=["l1"],
+        choices=IMPORTANCES,
+        help="channel orders searched (each its own Prunescope row; the first is the default's)",
+    )
     ap.add_argument("--train-size", type=int, help="a training subset (smoke runs only)")
     ap.add_argument("--write", action="store_true", help="append the tables to bench/RESULTS.md")
     args = ap.parse_args()
@@ -135,9 +141,13 @@ def main() -> None:
     meta = read_checkpoint_metadata(checkpoint)
     spec = ModelSpec(name="resnet20", weights="file", weights_path=str(checkpoint))
     parent = load_parent(spec, data, measure_test=True)
+    others = {
+        imp: load_parent(spec, data, SpaceConfig(importance=imp)) for imp in args.importance[1:]
+    }
     args.seed, args.finetune_epochs, args.tau_subnets = 0, 1, 0  # Steps' key fields
     steps = Steps(args, checkpoint, meta)
-    steps.path = steps.path.with_name(steps.path.name.replace("compare-", "quality-"))
+    # kept in the repository: phase B (an hour of fine-tunes) may run in a later session
+    steps.path = STEPS_DIR / steps.path.name.replace("compare-", "quality-")
     steps.done = json.loads(steps.path.read_text()) if steps.path.exists() else {}
     limit = steps.run("limit", forward_gflops, parent)
     found = {}
@@ -148,6 +158,13 @@ def main() -> None:
         found[("random", pct)] = steps.run(
             f"a/random/{pct:g}", search_run, parent, "random", pct, args.subnets, 0
         )
+        for imp, other in others.items():
+            found[(f"prunescope-{imp}", pct)] = steps.run(
+                f"a/prunescope-{imp}/{pct:g}", search_run, other, "guided", pct, args.subnets, 0
+            )
+            print(
+                f"  {pct:g}% prunescope-{imp}: {found[(f'prunescope-{imp}', pct)]['best_accuracy']}"
+            )
         for kind in ("l1", "taylor"):
             found[(f"tp_{kind}", pct)] = steps.run(
                 f"a/tp_{kind}/{pct:g}", tp_run, parent, pct, kind
@@ -176,6 +193,16 @@ def main() -> None:
                     for s in args.seeds
                 ]
     report = format_report(args, parent, meta, limit, found, tuned)
+    for imp in others:
+        report += (
+            "\n"
+            + "\n".join(
+                f"- importance {imp}, {pct:g}%: Prunescope {_pp(found[(f'prunescope-{imp}', pct)]['best_accuracy'])}"
+                f" (peers inside: {found[(f'prunescope-{imp}', pct)]['peers']})"
+                for pct in args.budgets
+            )
+            + "\n"
+        )
     print(report)
     if args.write:
         with RESULTS.open("a") as fh:
