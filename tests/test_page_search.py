@@ -126,9 +126,10 @@ def test_search_runs_in_background_then_explore_and_compare_show_it(db):
         run = store.run(job.run_id)
         rows = store.subnets(job.run_id)
     assert run["constraint_text"] == "runtime_flops=60%" and run["channel_block"] == 16
-    # the guided sampler starts from the largest uniform subnets within the padded budget
+    # the guided sampler starts from its peers' answers, all within the padded budget
     assert rows["runtime_flops"].notna().all()
-    assert rows["runtime_flops"].iloc[0] <= run["budget"] < rows["runtime_flops"].max()
+    assert rows["runtime_flops"].max() <= run["budget"]  # nothing spent above the budget
+    assert rows["sampler"].iloc[0].startswith("peer:")  # the peers' answers come first
     at.switch_page("pages/explore.py").run()
     assert not at.exception and at.metric[0].value.startswith("Subnet")
     assert at.radio(key="explore_x").options[-1] == "Runtime FLOPs"
