@@ -13,6 +13,7 @@ from pathlib import Path
 
 from engine.config import (
     DATASETS,
+    FLOPS_NOTE,
     IMPORTANCES,
     OPTIMIZERS,
     SAMPLERS,
@@ -32,7 +33,6 @@ from engine.config import (
 from engine.errors import PrunescopeError
 from engine.workspace import db_path
 
-FLOPS_NOTE = "FLOPs = 2 x multiply-accumulates per image (torch.utils.flop_counter)."
 DATA, SPACE, SEARCH = defaults(DataSpec), defaults(SpaceConfig), defaults(SearchConfig)
 TRAIN, RECIPE, EXPORT = TrainConfig(), FinetuneRecipe(), ExportConfig()
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from engine.errors import ConfigError, ConstraintError
 
+FLOPS_NOTE = "FLOPs = 2 x multiply-accumulates per image (torch.utils.flop_counter)."
+
 # Choice lists: the first entry is the default wherever a dataclass field below picks one.
 WEIGHT_SOURCES = ("builtin", "pretrained", "file", "random")
 DATASETS = ("synthetic", "cifar10", "fashionmnist", "mnist", "imagefolder")

@@ -8,11 +8,10 @@ import platform
 
 import torch
 
-from engine.config import VAL_SOURCE_TEXT
+from engine.config import FLOPS_NOTE, VAL_SOURCE_TEXT
 
 LATENCY_BATCHES = (1, 32)
 PACKAGES = ("torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "onnxscript", "numpy")
-FLOPS_NOTE = "FLOPs = 2 x multiply-accumulates per image (torch.utils.flop_counter)."
 INT8_SCHEME = "static, QDQ, per-channel int8 weights, uint8 activations (MinMax)"
 
 
