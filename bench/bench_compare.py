@@ -38,8 +38,7 @@ from bench.common import CACHE, RESULTS, command_line, parent_checkpoint
 from engine.config import Constraint, DataSpec, FinetuneRecipe, ModelSpec, RunConfig, SearchConfig
 from engine.cost import measure
 from engine.evaluate import accuracy_and_loss, recalibrate_batchnorm
-from engine.finetune import training_setup
-from engine.loop import train_epoch
+from engine.loop import train_epoch, training_setup
 from engine.models import read_checkpoint_metadata
 from engine.parent import Parent, load_parent
 from engine.pareto import best_under_budget, pareto_front

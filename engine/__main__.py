@@ -14,6 +14,7 @@ from pathlib import Path
 from engine.config import (
     DATASETS,
     FLOPS_NOTE,
+    IMPORTANCE_TEXT,
     IMPORTANCES,
     OPTIMIZERS,
     SAMPLERS,
@@ -98,6 +99,9 @@ def cmd_search(args) -> int:
     bar = tqdm(total=args.subnets, unit="subnet", file=sys.stderr)
 
     def progress(event: dict) -> None:
+        if event.get("stage") == "tuning":
+            bar.set_postfix_str(f"short fine-tune of finalist {event['done']}/{event['total']}")
+            return
         bar.n = event["done"]
         acc = event["accuracy"]
         bar.set_postfix_str(
@@ -347,7 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", default=SEARCH["sampler"], choices=SAMPLERS)
     s.add_argument("--seed", type=int, default=SEARCH["seed"])
     s.add_argument("--round-to", type=int, default=SPACE["round_to"])
-    s.add_argument("--importance", default=SPACE["importance"], choices=IMPORTANCES)
+    s.add_argument(
+        "--importance",
+        default=SPACE["importance"],
+        choices=IMPORTANCES,
+        help="channel order within a group: "
+        + "; ".join(f"{k}: {v}" for k, v in IMPORTANCE_TEXT.items()).replace("%", "%%"),
+    )
     s.add_argument(
         "--channel-block",
         type=int,

@@ -29,8 +29,20 @@ VAL_SOURCE_TEXT = {  # how every page, card and CLI line names them
     "folder": "the dataset's val/ folder",
 }
 METRICS = ("flops", "params", "runtime_flops")
+DEPTH_TEXT = {  # how deep a subnet was evaluated (engine.rungs), as Explore's legend names it
+    "screen": "one-shot screen",
+    "val": "full validation",
+    "finetune": "short fine-tune",
+}
 SAMPLERS = ("guided", "uniform", "random")
-IMPORTANCES = ("l1", "bn_scale", "taylor")
+IMPORTANCE_TEXT = {  # which channels a group keeps at a given width: its most important ones by
+    "l1": "weight magnitude (L1 norm)",
+    "bn_scale": "BatchNorm scale",
+    "taylor": "first-order Taylor: |weight x loss gradient| on calibration images",
+    "activation": "activation magnitude on calibration images (Minitron)",
+    "gradient": "per-image squared loss gradients x squared weights (Optimal Brain Damage)",
+}
+IMPORTANCES = tuple(IMPORTANCE_TEXT)
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine")
 # A fine-tune's good starting learning rate for each optimizer (a pruned net starts close to a
@@ -183,7 +195,7 @@ class Constraint:
 @dataclass(frozen=True)
 class SpaceConfig:
     round_to: int = 8  # kept channels are multiples of this (ONNX Runtime runs them faster)
-    importance: str = "l1"  # channel order within a group: l1 | bn_scale | taylor
+    importance: str = "l1"  # channel order within a group: one of IMPORTANCES
 
     def __post_init__(self):
         if not 1 <= self.round_to <= 1024:
@@ -211,8 +223,15 @@ class SearchConfig:
     # engine.runtime), fixed when the run starts
     channel_block: int | None = None
     batch_size: int = 256  # images per forward pass during recalibration and evaluation
+    # Evaluation depth (engine.rungs). Screen: recalibrate and score on this many images first;
+    # only candidates near the screened front go on to the full validation split (0: all do).
+    screen_images: int = 512
+    tune_top: int = 3  # best subnets under the budget given a short distilled fine-tune (0: none)
+    tune_images: int = 2560  # training images in that short fine-tune (a fraction of an epoch)
 
     def __post_init__(self):
+        if min(self.screen_images, self.tune_top, self.tune_images) < 0:
+            raise ConfigError("Screen images, fine-tuned finalists and their images are >= 0.")
         if self.channel_block is not None and not 1 <= self.channel_block <= 1024:
             raise ConfigError(f"A channel block is 1 to 1024 channels, not {self.channel_block}.")
         if self.sampler not in SAMPLERS:
@@ -233,7 +252,8 @@ class SearchConfig:
             constraint = Constraint.from_dict(data.get("constraint", {}))
         except ConstraintError as exc:
             raise ConfigError(f"The stored search settings cannot be read: {exc}") from exc
-        return _build(cls, {**data, "constraint": constraint}, "search settings")
+        legacy = {"screen_images": 0, "tune_top": 0}  # runs stored before rungs: full depth
+        return _build(cls, {**legacy, **data, "constraint": constraint}, "search settings")
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,15 @@ class Splits:
             self._cache[split] = out
         return out
 
+    def sample(self, split: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """A seeded random `n` images of a split (the split's own order follows the dataset's,
+        often sorted by class, so its first images are no sample)."""
+        x, y = self.tensors(split)
+        if n >= len(y):
+            return x, y
+        pick = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
+        return x[pick], y[pick]
+
     def batches(
         self,
         split: str,

@@ -83,15 +83,27 @@ def rebuild_subnet(
 
 
 class SubnetEvaluator:
-    """Scores encodings of a parent's space; a failing subnet becomes a row with `error` set."""
+    """Scores encodings of a parent's space; a failing subnet becomes a row with `error` set.
 
-    def __init__(self, parent, batch_size: int = 256, block: int | None = None):
+    With `screen_images`, a candidate given a promotion `bar` is first recalibrated and scored on
+    that many calibration and validation images (depth "screen"); it goes on to the full
+    calibration and validation splits (depth "val") only when its screen accuracy reaches `bar`.
+    A candidate without a bar goes to full depth, screened too so every row is comparable.
+    """
+
+    def __init__(self, parent, batch_size: int = 256, block: int | None = None, screen_images=0):
         self.parent = parent  # engine.parent.Parent
         self.batch_size = batch_size
         self.block = block  # ONNX Runtime's channel block for runtime FLOPs; None: not counted
+        self.calib_x = parent.splits.tensors("calib")[0]
         self.val_x, self.val_y = parent.splits.tensors("val")
+        # screening only pays when the validation split is larger than the screen
+        self.screen_images = screen_images if screen_images < len(self.val_y) else 0
+        if self.screen_images:  # a random sample: a split's first images are often one class
+            self.screen_calib = parent.splits.sample("calib", screen_images)[0]
+            self.screen_x, self.screen_y = parent.splits.sample("val", screen_images)
 
-    def __call__(self, encoding: Sequence[int], sampler: str = "") -> dict:
+    def __call__(self, encoding: Sequence[int], sampler: str = "", bar: float | None = None):
         encoding = [int(w) for w in encoding]
         flops, params = self.parent.cost.cost(encoding)
         row = {
@@ -107,18 +119,35 @@ class SubnetEvaluator:
             "accuracy": None,
             "loss": None,
             "sampler": sampler,
+            "depth": None,
+            "screen_accuracy": None,
             "seconds_materialize": None,
             "seconds_recalibrate": None,
             "seconds_evaluate": None,
             "error": None,
         }
         try:
-            model = rebuild_subnet(self.parent, encoding, self.batch_size, timings=row)
             start = time.perf_counter()
-            row["accuracy"], row["loss"] = accuracy_and_loss(
-                model, self.val_x, self.val_y, self.batch_size
+            model = materialize(
+                self.parent.model, self.parent.space, encoding, self.parent.example_input
             )
-            row["seconds_evaluate"] = time.perf_counter() - start
+            row["seconds_materialize"] = time.perf_counter() - start
+            if self.screen_images:
+                self._score(row, model, self.screen_calib, self.screen_x, self.screen_y)
+                row["screen_accuracy"], row["depth"] = row["accuracy"], "screen"
+                if bar is not None and row["accuracy"] < bar:
+                    return row
+            self._score(row, model, self.calib_x, self.val_x, self.val_y)
+            row["depth"] = "val"
         except Exception as exc:  # OOM, a pruning corner case: record it, keep sweeping
             row["error"] = f"{exc.__class__.__name__}: {exc}"
         return row
+
+    def _score(self, row: dict, model: nn.Module, calib_x, val_x, val_y) -> None:
+        """Recalibrate on `calib_x`, score on `val_x`; seconds add up over the rungs."""
+        start = time.perf_counter()
+        recalibrate_batchnorm(model, calib_x, self.batch_size)
+        middle = time.perf_counter()
+        row["accuracy"], row["loss"] = accuracy_and_loss(model, val_x, val_y, self.batch_size)
+        row["seconds_recalibrate"] = (row["seconds_recalibrate"] or 0.0) + middle - start
+        row["seconds_evaluate"] = (row["seconds_evaluate"] or 0.0) + time.perf_counter() - middle

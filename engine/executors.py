@@ -1,5 +1,5 @@
-"""Where evaluations run. The search hands an executor (encoding, sampler) tasks and stores each
-row as soon as it comes back; adding a Ray or process-pool executor touches nothing else."""
+"""Where evaluations run. The search hands an executor (encoding, sampler, bar) tasks and stores
+each row as soon as it comes back; adding a Ray or process-pool executor touches nothing else."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Protocol
 
 from engine.space import Encoding
 
-Task = tuple[Encoding, str]  # (encoding, sampler name)
-EvaluateFn = Callable[[Encoding, str], dict]
+Task = tuple[Encoding, str, float | None]  # (encoding, sampler name, promotion bar)
+EvaluateFn = Callable[[Encoding, str, float | None], dict]
 
 
 class Executor(Protocol):
@@ -26,5 +26,5 @@ class InProcessExecutor:
     slots = 1
 
     def map(self, evaluate: EvaluateFn, tasks: Sequence[Task]) -> Iterator[dict]:
-        for encoding, sampler in tasks:
-            yield evaluate(encoding, sampler)
+        for task in tasks:
+            yield evaluate(*task)

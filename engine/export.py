@@ -171,9 +171,9 @@ def export_subnet(
         step("int8")
         int8 = None
         if cfg.int8:
-            calib_x = parent.splits.tensors("calib")[0]
             images = cfg.int8_calibration_images
-            quantize_int8(files["onnx"], files["onnx_int8"], calib_x, images)
+            calib_x = parent.splits.sample("calib", images)[0]  # every class, not the first few
+            quantize_int8(files["onnx"], files["onnx_int8"], calib_x)
             sessions["int8"] = session(files["onnx_int8"], threads)
             accuracy = onnx_accuracy(sessions["int8"], val_x, val_y)
             int8 = {

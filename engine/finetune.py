@@ -15,19 +15,15 @@ import threading
 import time
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from engine.config import FinetuneRecipe
 from engine.errors import Cancelled
 from engine.evaluate import accuracy_and_loss
 from engine.loop import (
     Progress,
     load_training_state,
-    make_optimizer,
     save_training_state,
-    steps_per_epoch,
     train_epoch,
+    training_setup,
 )
 from engine.models import save_checkpoint
 from engine.parent import Parent
@@ -46,33 +42,6 @@ WEIGHTS_FILE = "model.safetensors"  # the finished fine-tuned subnet
 def finetune_id(run_id: str, subnet_id: int, recipe: FinetuneRecipe) -> str:
     key = json.dumps([run_id, int(subnet_id), recipe.key()], sort_keys=True)
     return hashlib.sha1(key.encode()).hexdigest()[:12]
-
-
-def distillation_loss(teacher: nn.Module, recipe: FinetuneRecipe):
-    """Hinton's loss: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, y)."""
-    t, alpha = recipe.temperature, recipe.alpha
-
-    def loss(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            soft = nn.functional.log_softmax(teacher(x) / t, dim=1)
-        kl = nn.functional.kl_div(
-            nn.functional.log_softmax(logits / t, dim=1),
-            soft,
-            reduction="batchmean",
-            log_target=True,
-        )
-        return alpha * t * t * kl + (1 - alpha) * nn.functional.cross_entropy(logits, y)
-
-    return loss
-
-
-def training_setup(model: nn.Module, parent: Parent, recipe: FinetuneRecipe):
-    """(optimizer, schedule, loss) for fine-tuning `model` with `recipe`; the loss is
-    cross-entropy (None) or distillation from the parent."""
-    cfg = recipe.train
-    opt, sched = make_optimizer(model, cfg, cfg.epochs * steps_per_epoch(parent.splits, cfg))
-    loss_fn = distillation_loss(parent.model.eval(), recipe) if recipe.distill else None
-    return opt, sched, loss_fn
 
 
 def finetune(

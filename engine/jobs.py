@@ -57,6 +57,9 @@ class Job:
     done: int = 0  # subnets stored in the run; epochs finished; export steps done
     done_at_start: int = 0  # subnets the run already had when this job began searching
     best_accuracy: float | None = None
+    tuning: tuple[int, int] | None = (
+        None  # search: finalists given the short fine-tune, of how many
+    )
     train: dict | None = None  # training progress: epoch, epochs, batch, batches (loss, accuracy)
     epoch: dict | None = None  # fine-tune: the last finished epoch (epoch, val_accuracy, ...)
     step: str | None = None  # export: the step under way (engine.export.STEPS)
@@ -112,6 +115,9 @@ class Job:
         elif stage == "export":
             self.phase = "exporting"
             self.step, self.done, self.total = event["step"], event["done"], event["total"]
+        elif stage == "tuning":  # the search's short fine-tune of its best subnets
+            self.tuning = (event["done"], event["total"])
+            return True
         elif "subnet_id" in event:  # a search stored one more subnet
             self.done, self.total = event["done"], event["total"]
             if event.get("error"):

@@ -13,13 +13,17 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from engine.config import TrainConfig
+from engine.config import FinetuneRecipe, TrainConfig
 from engine.data import Splits
 from engine.errors import Cancelled, WeightsError
+
+if TYPE_CHECKING:
+    from engine.parent import Parent
 
 Progress = Callable[[dict], None]
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -46,6 +50,37 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, steps: int):
     return opt, sched
 
 
+def distillation_loss(teacher: nn.Module, recipe: FinetuneRecipe):
+    """Hinton's loss: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, y)."""
+    t, alpha = recipe.temperature, recipe.alpha
+
+    def loss(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            soft = nn.functional.log_softmax(teacher(x) / t, dim=1)
+        kl = nn.functional.kl_div(
+            nn.functional.log_softmax(logits / t, dim=1),
+            soft,
+            reduction="batchmean",
+            log_target=True,
+        )
+        return alpha * t * t * kl + (1 - alpha) * nn.functional.cross_entropy(logits, y)
+
+    return loss
+
+
+def training_setup(
+    model: nn.Module, parent: Parent, recipe: FinetuneRecipe, steps: int | None = None
+):
+    """(optimizer, schedule, loss) for fine-tuning `model` with `recipe` (its schedule spread
+    over `steps` batches, default all of its epochs); the loss is cross-entropy (None) or
+    distillation from the parent."""
+    cfg = recipe.train
+    steps = steps or cfg.epochs * steps_per_epoch(parent.splits, cfg)
+    opt, sched = make_optimizer(model, cfg, steps)
+    loss_fn = distillation_loss(parent.model.eval(), recipe) if recipe.distill else None
+    return opt, sched, loss_fn
+
+
 def steps_per_epoch(splits: Splits, cfg: TrainConfig) -> int:
     return math.ceil(len(splits.fit_idx) / cfg.batch_size)
 
@@ -61,12 +96,13 @@ def train_epoch(
     loss_fn: LossFn | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    max_steps: int | None = None,
 ) -> dict:
-    """One epoch over the fit split, on the device the model is on. `loss_fn(logits, y, x)`
-    overrides cross-entropy."""
+    """One epoch over the fit split (its first `max_steps` batches when given), on the device
+    the model is on. `loss_fn(logits, y, x)` overrides cross-entropy."""
     model.train()
     device = next(model.parameters()).device
-    batches = steps_per_epoch(splits, cfg)
+    batches = min(steps_per_epoch(splits, cfg), max_steps or math.inf)
     seen = correct = 0
     total_loss = 0.0
     for i, (x, y) in enumerate(
@@ -74,6 +110,8 @@ def train_epoch(
             "fit", cfg.batch_size, augment=cfg.augment, shuffle=True, seed=cfg.seed * 1000 + epoch
         )
     ):
+        if i >= batches:
+            break
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled by the user")
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)

@@ -117,8 +117,9 @@ def onnx_accuracy(sess, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.argmax(1) == y.numpy()).mean())
 
 
-def quantize_int8(fp32: Path, out: Path, calib_x: torch.Tensor, images: int = 512) -> Path:
-    """ONNX Runtime static quantization (QDQ, per-channel int8 weights, uint8 activations)."""
+def quantize_int8(fp32: Path, out: Path, calib_x: torch.Tensor) -> Path:
+    """ONNX Runtime static quantization (QDQ, per-channel int8 weights, uint8 activations),
+    calibrated on `calib_x`."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -129,7 +130,7 @@ def quantize_int8(fp32: Path, out: Path, calib_x: torch.Tensor, images: int = 51
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            data = calib_x[:images].numpy()
+            data = calib_x.numpy()
             self.batches = iter([{"input": data[i : i + 64]} for i in range(0, len(data), 64)])
 
         def get_next(self):

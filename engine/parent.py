@@ -15,9 +15,9 @@ from engine.data import Splits, load_dataset
 from engine.errors import ConfigError, PrunescopeError
 from engine.evaluate import accuracy_and_loss
 from engine.models import builtin_weights_path, create_model, read_checkpoint_metadata
-from engine.space import SearchSpace, build_space
+from engine.space import DATA_AWARE, SearchSpace, build_space
 
-TAYLOR_IMAGES = 512  # calibration images whose gradients rank channels for Taylor importance
+IMPORTANCE_IMAGES = 512  # calibration images the data-aware importances rank channels on
 # DataSpec fields that decide which training images are held out of a parent trained here
 SPLIT_FIELDS = ("name", "root", "seed", "val_size", "train_size", "image_size")
 
@@ -52,21 +52,19 @@ def load_parent(
     splits = load_dataset(data_spec)
     model_spec = fit_to_data(model_spec, splits.num_classes, splits.image_size, splits.name)
     model = create_model(model_spec)
-    calib_x, calib_y = splits.tensors("calib")
-    example = calib_x[:1]
+    example = splits.tensors("calib")[0][:1]
     if stored_space is not None:
         search_space = SearchSpace.from_dict(stored_space)
     else:
-        grads = None
-        if space_cfg.importance == "taylor":
-            n = min(TAYLOR_IMAGES, len(calib_x))
-            grads = [(calib_x[i : i + 64], calib_y[i : i + 64]) for i in range(0, n, 64)]
+        batches = None
+        if space_cfg.importance in DATA_AWARE:
+            batches = importance_batches(splits)
         search_space = build_space(
             model,
             example,
             round_to=space_cfg.round_to,
             importance=space_cfg.importance,
-            grad_batches=grads,
+            batches=batches,
         )
     cost = CostModel(model, search_space, example)
     val_x, val_y = splits.tensors("val")
@@ -77,6 +75,12 @@ def load_parent(
     if measure_test:
         parent.test_accuracy = accuracy_and_loss(model, *splits.tensors("test"), batch_size)[0]
     return parent
+
+
+def importance_batches(splits: Splits) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The calibration images the data-aware importances rank channels on, in batches of 64."""
+    x, y = splits.sample("calib", IMPORTANCE_IMAGES)
+    return [(x[i : i + 64], y[i : i + 64]) for i in range(0, len(y), 64)]
 
 
 def validation_source(model_spec: ModelSpec, data_spec: DataSpec) -> str:

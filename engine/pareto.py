@@ -87,3 +87,18 @@ def best_under_budget(
         return None
     pos, xs, ys, ids = pos[fits], xs[fits], ys[fits], ids[fits]
     return df.iloc[pos[np.lexsort((ids, xs, -ys))[0]]]
+
+
+def best_pick(df: pd.DataFrame, budget: float, x: str = "flops") -> pd.Series | None:
+    """The subnet to take under the budget, judged at the deepest evaluation there is
+    (engine.rungs): the best after the search's short fine-tune, else the best on the full
+    validation split, else the best screened one. None when nothing valid fits."""
+    if "tuned_accuracy" in df.columns:
+        pick = best_under_budget(df, budget, x, "tuned_accuracy")
+        if pick is not None:
+            return pick
+    if "depth" in df.columns:
+        pick = best_under_budget(df[df["depth"].fillna("val") != "screen"], budget, x)
+        if pick is not None:
+            return pick
+    return best_under_budget(df, budget, x)

@@ -22,10 +22,9 @@ import torch_pruning as tp
 from torch import nn
 
 from engine.evaluate import accuracy_and_loss, recalibrate_batchnorm
-from engine.parent import Parent
+from engine.parent import Parent, importance_batches
 from engine.space import Encoding, SearchSpace, classifier_name, encoding_hash, materialize
 
-TAYLOR_IMAGES = 512  # calibration images whose loss gradients rank channels for Taylor
 MAX_RATIO = 0.9  # Torch-Pruning's max_pruning_ratio: no layer loses more than this share
 BISECTIONS = 14  # steps of the ratio bisection (2^-14 of the range)
 PROFILE_LEVELS = (0.75, 0.5, 0.25)  # widths (share of the group) each group is profiled at
@@ -36,10 +35,9 @@ PEER_NAMES = ("peer:uniform-l1", "peer:taylor", "peer:sensitivity")
 def with_taylor_gradients(parent: Parent) -> nn.Module:
     """A copy of the parent holding loss gradients on calibration images (for Taylor)."""
     model = copy.deepcopy(parent.model).eval()
-    x, y = parent.splits.tensors("calib")
     model.zero_grad()
-    for i in range(0, min(TAYLOR_IMAGES, len(x)), 64):
-        nn.functional.cross_entropy(model(x[i : i + 64]), y[i : i + 64]).backward()
+    for x, y in importance_batches(parent.splits):
+        nn.functional.cross_entropy(model(x), y).backward()
     return model
 
 
@@ -129,8 +127,8 @@ def sensitivity(parent: Parent, cost_of, budget: float, batch_size: int = 256):
     recalibration, on PROFILE_IMAGES images), then greedy shrinking of the group with the
     smallest loss per unit of the metric saved, until within the budget."""
     space, full = parent.space, parent.space.full()
-    calib = parent.splits.tensors("calib")[0][:PROFILE_IMAGES]
-    val_x, val_y = (t[:PROFILE_IMAGES] for t in parent.splits.tensors("val"))
+    calib = parent.splits.sample("calib", PROFILE_IMAGES)[0]
+    val_x, val_y = parent.splits.sample("val", PROFILE_IMAGES)
     base = accuracy_and_loss(parent.model, val_x, val_y, batch_size)[0]
     levels = [[group.size] for group in space.groups]  # per group: widths, whole width first
     drops = [[0.0] for _ in space.groups]  # accuracy lost at each of those widths

@@ -25,6 +25,7 @@ from engine.executors import Executor, InProcessExecutor
 from engine.models import create_model
 from engine.parent import Parent, fit_to_data, load_parent, validation_source
 from engine.peers import peer_allocations
+from engine.rungs import promotion_bar, tune_finalists
 from engine.runtime import channel_block
 from engine.samplers import Evaluated, make_sampler
 from engine.space import build_space, encoding_hash
@@ -147,7 +148,7 @@ def search(
     if num_subnets:
         cfg = replace(cfg, num_subnets=num_subnets)
     metric, block, budget = cfg.constraint.metric, cfg.channel_block, float(run["budget"])
-    evaluate = SubnetEvaluator(parent, cfg.batch_size, block)
+    evaluate = SubnetEvaluator(parent, cfg.batch_size, block, cfg.screen_images)
     sampler = make_sampler(
         cfg.sampler, parent.space, parent.cost, metric, budget, cfg.num_subnets, block
     )
@@ -167,6 +168,11 @@ def search(
         for encoding, cost, r in zip(encodings, costs, rows.itertuples(), strict=True)
     ]
     seen = {encoding_hash(h.encoding) for h in history}
+    screened = [  # (cost, screen accuracy): what promotion to full validation is judged against
+        (float(c), float(a))
+        for c, a in zip(costs, rows.get("screen_accuracy", []), strict=False)
+        if pd.notna(a)
+    ]
     store.set_status(run_id, "running")
     last_beat, status, message = time.monotonic(), "done", None
     try:
@@ -182,7 +188,10 @@ def search(
                 )
                 if proposal is None or encoding_hash(proposal[0]) in seen:
                     break
-                tasks.append(proposal)
+                encoding, name = proposal
+                cost = parent.cost.metric(metric, [encoding], block)[0]
+                peer = name.startswith("peer:")  # always fully validated
+                tasks.append((encoding, name, None if peer else promotion_bar(screened, cost)))
             if not tasks:
                 message = f"The {cfg.sampler} sampler has no new subnets left after {len(history)}."
                 break
@@ -190,6 +199,8 @@ def search(
                 subnet_id = store.add_subnet(run_id, row)
                 seen.add(row["hash"])
                 history.append(Evaluated(tuple(row["encoding"]), row[metric], row["accuracy"]))
+                if row["screen_accuracy"] is not None:
+                    screened.append((row[metric], row["screen_accuracy"]))
                 if progress:
                     progress(
                         {
@@ -203,6 +214,10 @@ def search(
                 if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
                     store.heartbeat(run_id)
                     last_beat = time.monotonic()
+        if status == "done":  # the deepest rung: a short fine-tune of the best under the budget
+            tune_finalists(store, run_id, parent, cfg, budget, progress=progress, cancel=cancel)
+            if cancel is not None and cancel.is_set():
+                status, message = "cancelled", "Cancelled by the user."
     except Exception as exc:
         store.set_status(run_id, "failed", f"{exc.__class__.__name__}: {exc}")
         raise

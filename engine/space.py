@@ -142,6 +142,9 @@ def channel_groups(graph: tp.DependencyGraph, model: nn.Module, classifier: str)
     )
 
 
+DATA_AWARE = ("taylor", "activation", "gradient")  # importances that need calibration batches
+
+
 def _importance(kind: str):
     if kind == "l1":
         return tp.importance.GroupMagnitudeImportance(p=1)
@@ -149,17 +152,42 @@ def _importance(kind: str):
         return tp.importance.BNScaleImportance()
     if kind == "taylor":
         return tp.importance.GroupTaylorImportance()
+    if kind == "activation":  # Minitron: mean |activation| each channel feeds its consumers
+        return tp.importance.ActivationImportance(p=1)
+    if kind == "gradient":  # per-image squared loss gradients x squared weights (OBD, Fisher)
+        return tp.importance.GroupHessianImportance()
     raise ConfigError(f"Unknown importance {kind!r}: choose one of {', '.join(IMPORTANCES)}.")
 
 
-def _accumulate_gradients(
-    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
-) -> None:
+def _prepare(kind: str, scorer, model: nn.Module, batches) -> None:
+    """Feed the calibration batches to a data-aware scorer; the parent as it is (eval mode)."""
     model.zero_grad()
-    model.eval()  # gradients of the parent as it is, without disturbing BatchNorm statistics
-    with torch.enable_grad():
-        for x, y in batches:
-            nn.functional.cross_entropy(model(x), y).backward()
+    model.eval()  # no BatchNorm statistics disturbed
+    if kind == "taylor":  # batch gradients, left on the parameters
+        with torch.enable_grad():
+            for x, y in batches:
+                nn.functional.cross_entropy(model(x), y).backward()
+    elif kind == "gradient":  # one backward per image: its own squared gradients add up
+        scorer.zero_grad()
+        with torch.enable_grad():
+            for x, y in batches:
+                for i in range(len(x)):
+                    model.zero_grad()
+                    nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
+                    scorer.accumulate_grad(model)
+    elif kind == "activation":  # TP's hooks keep the last batch only: average over all of them
+        totals: dict[nn.Module, torch.Tensor] = {}
+        count = 0
+        with torch.no_grad():
+            for x, _ in batches:
+                with scorer.compute_importance(model):
+                    model(x)
+                count += 1
+                for m in model.modules():
+                    if hasattr(m, "_importance"):
+                        totals[m] = totals.get(m, 0) + m._importance
+        for m, total in totals.items():
+            m._importance = total / count
 
 
 def build_space(
@@ -168,19 +196,20 @@ def build_space(
     *,
     round_to: int = 8,
     importance: str = "l1",
-    grad_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> SearchSpace:
-    """Turn `model` into a space of channel widths. Taylor importance needs `grad_batches`."""
+    """Turn `model` into a space of channel widths. The data-aware importances (`DATA_AWARE`)
+    read `batches` of calibration images and labels."""
     if round_to < 1:
         raise ConfigError("round_to must be at least 1.")
     model = copy.deepcopy(model).eval()
     classifier = classifier_name(model)
     graph = dependency_graph(model, example_input)
     scorer = _importance(importance)
-    if importance == "taylor":
-        if grad_batches is None:
-            raise ConfigError("Taylor importance needs calibration batches for its gradients.")
-        _accumulate_gradients(model, grad_batches)
+    if importance in DATA_AWARE:
+        if batches is None:
+            raise ConfigError(f"{importance} importance needs calibration batches.")
+        _prepare(importance, scorer, model, batches)
     names = {m: n for n, m in model.named_modules()}
     groups = []
     for group in channel_groups(graph, model, classifier):

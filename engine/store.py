@@ -27,6 +27,7 @@ STATUSES = ("running", "done", "failed", "interrupted", "cancelled")
 SUBNET_FIELDS = ("hash", "encoding", "flops", "params", "accuracy", "loss", "sampler")
 SUBNET_FIELDS += ("seconds_materialize", "seconds_recalibrate", "seconds_evaluate", "error")
 SUBNET_FIELDS += ("runtime_flops",)  # a later column: stored after created_at
+SUBNET_FIELDS += ("depth", "screen_accuracy")  # later still: after test_accuracy
 INTERRUPTED_MESSAGE = "The process running this run ended before it finished."
 
 # Read-write Stores open in this process, by resolved path: only the first marks stale runs.
@@ -64,6 +65,9 @@ ALTER TABLE runs ADD COLUMN IF NOT EXISTS parent_runtime_flops DOUBLE;
 ALTER TABLE subnets ADD COLUMN IF NOT EXISTS runtime_flops DOUBLE;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS parent_test_accuracy DOUBLE;
 ALTER TABLE subnets ADD COLUMN IF NOT EXISTS test_accuracy DOUBLE;
+ALTER TABLE subnets ADD COLUMN IF NOT EXISTS depth VARCHAR;
+ALTER TABLE subnets ADD COLUMN IF NOT EXISTS screen_accuracy DOUBLE;
+ALTER TABLE subnets ADD COLUMN IF NOT EXISTS tuned_accuracy DOUBLE;
 """
 # Columns `save_finetune` writes; created_at is kept from the first write.
 FINETUNE_FIELDS = ("finetune_id", "run_id", "subnet_id", "recipe", "status", "message")
@@ -82,9 +86,11 @@ VALUES ($run_id, $now, $now, $now, 'running', $model, $weights, $dataset, $const
 
 _INSERT_SUBNET = """
 INSERT INTO subnets (run_id, subnet_id, hash, encoding, flops, params, runtime_flops, accuracy,
-    loss, sampler, seconds_materialize, seconds_recalibrate, seconds_evaluate, error, created_at)
+    loss, sampler, seconds_materialize, seconds_recalibrate, seconds_evaluate, error, created_at,
+    depth, screen_accuracy)
 VALUES ($run_id, $subnet_id, $hash, $encoding, $flops, $params, $runtime_flops, $accuracy, $loss,
-    $sampler, $seconds_materialize, $seconds_recalibrate, $seconds_evaluate, $error, $created_at)"""
+    $sampler, $seconds_materialize, $seconds_recalibrate, $seconds_evaluate, $error, $created_at,
+    $depth, $screen_accuracy)"""
 
 _RUNS = """
 SELECT r.*, coalesce(s.evaluated, 0) AS evaluated,
@@ -368,6 +374,17 @@ class Store:
         with self._transaction() as cur:
             self._require_subnet(cur, run_id, subnet_id)
             sql = "UPDATE subnets SET test_accuracy = ? WHERE run_id = ? AND subnet_id = ?"
+            cur.execute(sql, [_plain(accuracy), run_id, int(subnet_id)])
+
+    def set_tuned_accuracy(self, run_id: str, subnet_id: int, accuracy: float) -> None:
+        """Record a subnet's validation accuracy after the search's short fine-tune (its deepest
+        rung, "finetune")."""
+        with self._transaction() as cur:
+            self._require_subnet(cur, run_id, subnet_id)
+            sql = (
+                "UPDATE subnets SET tuned_accuracy = ?, depth = 'finetune' "
+                "WHERE run_id = ? AND subnet_id = ?"
+            )
             cur.execute(sql, [_plain(accuracy), run_id, int(subnet_id)])
 
     def subnet_hashes(self, run_id: str) -> set[str]:

@@ -4,8 +4,9 @@ import math
 
 import streamlit as st
 
+from engine.config import DEPTH_TEXT
 from engine.errors import PrunescopeError
-from engine.pareto import best_under_budget, knee, pareto_front
+from engine.pareto import best_pick, knee, pareto_front
 from ui import resources
 from ui.charts import clicked_subnet, finished_finetunes, front_figure, valid_rows, widths_figure
 from ui.format import (
@@ -59,7 +60,7 @@ budget_pct = st.slider(
     help="In % of the parent; the page shows the most accurate subnet that fits.",
 )
 budget = budget_pct / 100 * parent_x
-best = best_under_budget(valid, budget, x=x)
+best = best_pick(valid, budget, x=x)  # judged at the deepest rung it reached
 front = pareto_front(valid, x=x)
 knee_row = knee(front, x=x)
 
@@ -94,9 +95,18 @@ else:
         )
         table += f"| {label} | {si(run[f'parent_{m}'])} | {si(best[m])} | {pct(saved[m])} saved |\n"
     st.markdown(table)
+    depth = best.get("depth") if isinstance(best.get("depth"), str) else "val"
+    tuned = best.get("tuned_accuracy")
     st.caption(
         f"Accuracies on search-validation: {validation_split(run)}. The parent: "
-        f"{parent_accuracy_text(run)}."
+        f"{parent_accuracy_text(run)}. Subnet {int(best['subnet_id'])} was evaluated to: "
+        f"{DEPTH_TEXT[depth]}"
+        + (
+            f" (picked on its accuracy after it, {pct(tuned, 2)})"
+            if depth == "finetune" and tuned == tuned and tuned is not None
+            else ""
+        )
+        + "."
     )
 
 # A click on the chart picks a subnet: read before the picker below is drawn.

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.errors import PrunescopeError
-from engine.pareto import best_under_budget
+from engine.pareto import best_pick
 from engine.workspace import delete_run
 from ui import jobs, resources
 from ui.charts import overlay_figure, valid_rows
@@ -32,7 +32,7 @@ frames = {r["run_id"]: valid_rows(resources.subnets(r["run_id"])) for r in recor
 
 
 def best_text(run: dict) -> str:
-    best = best_under_budget(frames[run["run_id"]], run["budget"], x=constraint_metric(run))
+    best = best_pick(frames[run["run_id"]], run["budget"], x=constraint_metric(run))
     return "–" if best is None else f"{pct(best['accuracy'])} (subnet {int(best['subnet_id'])})"
 
 

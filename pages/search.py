@@ -4,6 +4,7 @@ import streamlit as st
 
 from engine.config import (
     DATASETS,
+    IMPORTANCE_TEXT,
     IMPORTANCES,
     SAMPLERS,
     VAL_SOURCE_TEXT,
@@ -158,7 +159,13 @@ with settings:
             f"This machine's ONNX Runtime uses {channel_block()}; set the block of the CPU you "
             "will deploy on (16 with AVX-512, 8 with AVX2).",
         )
-        st.selectbox("Channel importance", IMPORTANCES, key="search_importance")
+        st.selectbox(
+            "Channel importance",
+            IMPORTANCES,
+            key="search_importance",
+            format_func=lambda k: f"{k}: {IMPORTANCE_TEXT[k]}",
+            help="Which channels a group keeps at a given width: its most important ones.",
+        )
         st.number_input(
             "Calibration size",
             1,

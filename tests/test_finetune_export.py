@@ -26,7 +26,8 @@ from engine.config import (
 )
 from engine.errors import Cancelled, ConfigError, StoreError
 from engine.export import FILES, export_subnet, load_subnet_files
-from engine.finetune import STATE_FILE, distillation_loss, finetune, finetune_id
+from engine.finetune import STATE_FILE, finetune, finetune_id
+from engine.loop import distillation_loss
 from engine.models import read_state_dict
 from engine.onnx import PARITY_TOLERANCE, latencies_ms, session
 from engine.runtime import runtime_flops

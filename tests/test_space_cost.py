@@ -101,7 +101,7 @@ def test_widths_respect_round_to_and_full_width():
         space.validate([13] * len(space.groups))
 
 
-@pytest.mark.parametrize("importance", ["bn_scale", "taylor"])
+@pytest.mark.parametrize("importance", ["bn_scale", "taylor", "activation", "gradient"])
 def test_other_importances_give_permutations(importance):
     torch.manual_seed(0)
     model = TinyNet()
@@ -109,7 +109,7 @@ def test_other_importances_give_permutations(importance):
         if isinstance(m, nn.BatchNorm2d):
             nn.init.uniform_(m.weight, 0.1, 1.0)
     batches = [(torch.randn(8, 3, 32, 32), torch.randint(0, 4, (8,)))]
-    space = build_space(model, EXAMPLE, importance=importance, grad_batches=batches)
+    space = build_space(model, EXAMPLE, importance=importance, batches=batches)
     l1 = build_space(model, EXAMPLE)
     for g in space.groups:
         assert sorted(g.order) == list(range(g.size))

@@ -44,8 +44,8 @@ RUN_COLUMNS = [
     "failed_subnets",
     "best_accuracy",
 ]
-SUBNET_COLUMNS = ["run_id", "subnet_id", *SUBNET_FIELDS[:-1], "created_at", "runtime_flops"]
-SUBNET_COLUMNS += ["test_accuracy"]  # a later column still
+SUBNET_COLUMNS = ["run_id", "subnet_id", *SUBNET_FIELDS[:-3], "created_at", "runtime_flops"]
+SUBNET_COLUMNS += ["test_accuracy", "depth", "screen_accuracy", "tuned_accuracy"]  # later still
 
 
 def run_args(**overrides):
@@ -130,7 +130,7 @@ def test_a_file_from_before_runtime_flops_gains_the_columns_and_keeps_its_rows(t
         run_id = s.create_run(**run_args())
         s.add_subnet(run_id, subnet_row(1))
     con = duckdb.connect(str(path))  # take the file back to the schema before runtime FLOPs
-    for column in ("runtime_flops", "test_accuracy"):
+    for column in ("runtime_flops", "test_accuracy", "depth", "screen_accuracy", "tuned_accuracy"):
         con.execute(f"ALTER TABLE subnets DROP COLUMN {column}")
     for column in ("channel_block", "parent_runtime_flops", "parent_test_accuracy"):
         con.execute(f"ALTER TABLE runs DROP COLUMN {column}")

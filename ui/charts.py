@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from engine.config import DEPTH_TEXT
 from engine.pareto import knee, pareto_front
 from ui.format import METRIC_LABELS, recipe_text, run_channel_block
 
@@ -31,6 +32,7 @@ PARENT_COLOR = "#222222"
 KNEE_COLOR = "#E45756"
 MARK_COLORS = ["#7B2CBF", "#17BECF", "#8C564B"]  # rings around marked subnets
 FINETUNE_COLOR, FINETUNE_EDGE = "#F2B701", "#7A5C00"  # amber diamonds: not the red knee
+TUNED_COLOR = "#2CA02C"  # green triangles: the search's own short fine-tune of its finalists
 WEBGL_ABOVE = 3000  # points; beyond this the scatter is drawn with WebGL
 
 _HOVER = (
@@ -117,6 +119,8 @@ def front_figure(
     fig = go.Figure()
     scatter = go.Scattergl if len(valid) > WEBGL_ABOVE else go.Scatter
     for sampler, part in valid.groupby("sampler", sort=True, dropna=False):
+        shape = "square" if sampler in PEER_LABELS else "circle"
+        screened = _depths(part) == "screen"  # hollow: only the one-shot screen
         fig.add_trace(
             scatter(
                 x=part[x].to_numpy(dtype=float) * scale,
@@ -124,15 +128,17 @@ def front_figure(
                 mode="markers",
                 name=PEER_LABELS.get(sampler, str(sampler or "subnets")),
                 marker=(
-                    {"size": 11, "opacity": 0.9, "symbol": "square", "color": PEER_COLORS[sampler]}
+                    {"size": 11, "opacity": 0.9, "color": PEER_COLORS[sampler]}
                     if sampler in PEER_LABELS
                     else {"size": 7, "opacity": 0.55, "color": SAMPLER_COLORS.get(sampler)}
-                ),
+                )
+                | {"symbol": np.where(screened, f"{shape}-open", shape).tolist()},
                 unselected={"marker": {"opacity": 0.55}},  # a click picks, it does not dim
                 customdata=_custom(part, run),
                 hovertemplate=_hover(run),
             )
         )
+    _depth_traces(fig, valid, run, x, scale)
     front = pareto_front(valid, x=x) if len(valid) else valid
     if len(front):
         fig.add_trace(
@@ -192,6 +198,49 @@ def front_figure(
         dragmode="pan",
     )
     return fig
+
+
+def _depths(df: pd.DataFrame) -> np.ndarray:
+    """Each row's evaluation depth (engine.rungs); rows from before rungs were fully validated."""
+    if "depth" not in df:
+        return np.full(len(df), "val", dtype=object)
+    return df["depth"].fillna("val").to_numpy(dtype=object)
+
+
+def _depth_traces(fig, valid: pd.DataFrame, run: dict, x: str, scale: float) -> None:
+    """A legend key for screened-only points (hollow), and a triangle per finalist of the
+    search's short fine-tune at its accuracy after it, above its own point."""
+    depths = _depths(valid)
+    if (depths == "screen").any():
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                name=f"Hollow: {DEPTH_TEXT['screen']} only",
+                marker={"symbol": "circle-open", "size": 8, "color": "#666666"},
+            )
+        )
+    tuned = valid[depths == "finetune"]
+    if "tuned_accuracy" not in valid or tuned.empty:
+        return
+    tuned = tuned[tuned["tuned_accuracy"].notna()]
+    fig.add_trace(
+        go.Scatter(
+            x=tuned[x].to_numpy(dtype=float) * scale,
+            y=tuned["tuned_accuracy"].to_numpy(dtype=float),
+            mode="markers",
+            name=f"Search finalists after a {DEPTH_TEXT['finetune']}",
+            marker={"symbol": "triangle-up", "size": 11, "color": TUNED_COLOR},
+            customdata=_custom(tuned, run),
+            text=[
+                f"<b>Subnet {int(r.subnet_id)}</b> after the search's short distilled "
+                f"fine-tune<br>accuracy {100 * r.accuracy:.2f}% → {100 * r.tuned_accuracy:.2f}%"
+                for r in tuned.itertuples()
+            ],
+            hovertemplate="%{text}<extra></extra>",
+        )
+    )
 
 
 def finished_finetunes(finetunes: pd.DataFrame) -> pd.DataFrame:

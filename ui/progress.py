@@ -57,6 +57,13 @@ def _search(job: dict) -> None:
         )
     elif job["phase"] in ("training", "preparing"):
         st.progress(0.0, text="Preparing: loading the data and the model, building the space…")
+    elif job["phase"] == "searching" and job["tuning"]:
+        done, total = job["tuning"]
+        st.progress(
+            done / max(total, 1),
+            text=f"Short distilled fine-tune of the best subnets under the budget: {done} of "
+            f"{total} done",
+        )
     elif job["phase"] == "searching":
         st.progress(
             min(job["done"] / job["total"], 1.0),
