@@ -222,7 +222,9 @@ class SearchConfig:
     # ONNX Runtime's channel block that runtime FLOPs pad to; None: this machine's (see
     # engine.runtime), fixed when the run starts
     channel_block: int | None = None
-    batch_size: int = 256  # images per forward pass during recalibration and evaluation
+    # images per forward pass in recalibration and evaluation: 128 measured fastest here for
+    # pruned ResNet-20s (1.2x over 256; bench/RESULTS.md, issue 14)
+    batch_size: int = 128
     # Evaluation depth (engine.rungs). Screen: recalibrate and score on this many images first;
     # only candidates near the screened front go on to the full validation split (0: all do).
     screen_images: int = 512
