@@ -13,6 +13,7 @@ from pathlib import Path
 
 from engine.config import (
     DATASETS,
+    DEPTH_TEXT,
     FLOPS_NOTE,
     IMPORTANCE_TEXT,
     IMPORTANCES,
@@ -94,6 +95,9 @@ def cmd_search(args) -> int:
             constraint=Constraint.parse(args.constraint),
             channel_block=args.channel_block,
             batch_size=args.batch_size,
+            screen_images=args.screen_images,
+            tune_top=args.tune_top,
+            tune_images=args.tune_images,
         ),
     )
     bar = tqdm(total=args.subnets, unit="subnet", file=sys.stderr)
@@ -173,13 +177,16 @@ def cmd_runs(args) -> int:
 
 
 def cmd_front(args) -> int:
-    from engine.pareto import knee, pareto_front
+    from engine.pareto import best_pick, knee, pareto_front
     from engine.store import Store
 
     with Store(args.db, read_only=True) as store:
         run = store.run(args.run_id)
-        front = pareto_front(store.subnets(args.run_id), x=args.x)
+        rows = store.subnets(args.run_id)
+    front = pareto_front(rows, x=args.x)
+    pick = best_pick(rows, run["budget"], x=_constraint_metric(run)) if len(rows) else None
     cols = ["subnet_id", "flops", "params", "accuracy", "loss", "sampler", "hash", "encoding"]
+    cols += [c for c in ("depth", "tuned_accuracy") if c in front.columns]
     records = json.loads(front[cols].to_json(orient="records"))
     if args.json:
         print(json.dumps(records))
@@ -192,11 +199,24 @@ def cmd_front(args) -> int:
     print(FLOPS_NOTE)
     for r in records:
         mark = "  <- knee" if best is not None and r["subnet_id"] == best["subnet_id"] else ""
+        depth = DEPTH_TEXT.get(r.get("depth") or "val")
         print(
             f"  #{r['subnet_id']:<5} {r['flops'] / 1e6:9.2f} MFLOPs {100 * r['flops'] / run['parent_flops']:6.1f}%"
-            f"  {r['params']:>10,} params  acc {r['accuracy']:.4f}{mark}"
+            f"  {r['params']:>10,} params  acc {r['accuracy']:.4f} ({depth}){mark}"
+        )
+    if pick is not None:
+        tuned = pick.get("tuned_accuracy")
+        print(
+            f"pick under the run's budget: #{int(pick['subnet_id'])}, acc {pick['accuracy']:.4f}"
+            + (f", {tuned:.4f} after the short fine-tune" if tuned == tuned and tuned else "")
         )
     return 0
+
+
+def _constraint_metric(run: dict) -> str:
+    from engine.workspace import run_config
+
+    return run_config(run).search.constraint.metric
 
 
 def cmd_train(args) -> int:
@@ -366,6 +386,26 @@ def build_parser() -> argparse.ArgumentParser:
         "default: this machine's, read from ONNX Runtime",
     )
     s.add_argument("--batch-size", type=int, default=SEARCH["batch_size"])
+    s.add_argument(
+        "--screen-images",
+        type=int,
+        default=SEARCH["screen_images"],
+        help="score every candidate on this many images first; only those near the screened "
+        "front get the full validation split (0: all do)",
+    )
+    s.add_argument(
+        "--tune-top",
+        type=int,
+        default=SEARCH["tune_top"],
+        help="the best N under the budget get a short fine-tune distilled from the parent, and "
+        "the pick is the best of them (0: none)",
+    )
+    s.add_argument(
+        "--tune-images",
+        type=int,
+        default=SEARCH["tune_images"],
+        help="training images in that short fine-tune",
+    )
     s.add_argument("--resume", metavar="RUN_ID", help="continue this run (its stored settings win)")
     s.add_argument("--db", default=default_db)
     s.set_defaults(func=cmd_search)

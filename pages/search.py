@@ -166,6 +166,33 @@ with settings:
             format_func=lambda k: f"{k}: {IMPORTANCE_TEXT[k]}",
             help="Which channels a group keeps at a given width: its most important ones.",
         )
+        screen_col, top_col, images_col = st.columns(3)
+        screen_col.number_input(
+            "Screen images",
+            0,
+            1_000_000,
+            step=128,
+            key="search_screen",
+            help="Every candidate is first recalibrated and scored on this many images; only "
+            "those near the best screened subnet that costs no more go on to the full "
+            "validation split. 0: every candidate fully validated.",
+        )
+        top_col.number_input(
+            "Finalists fine-tuned",
+            0,
+            100,
+            key="search_tune_top",
+            help="When the evaluations are spent, the best this many under the budget get a "
+            "short fine-tune distilled from the parent; the pick is the best of them. 0: none.",
+        )
+        images_col.number_input(
+            "Their training images",
+            0,
+            10_000_000,
+            step=512,
+            key="search_tune_images",
+            help="Training images in that short fine-tune (a fraction of an epoch).",
+        )
         st.number_input(
             "Calibration size",
             1,

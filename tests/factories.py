@@ -106,9 +106,11 @@ def padded_share(widths, sizes, block) -> float:
     return float(np.mean((np.ceil(widths / block) * block / sizes) ** 2))
 
 
-def make_run(path, n=40, status="done", seed=0, block=None) -> str:
+def make_run(path, n=40, status="done", seed=0, block=None, rungs=False) -> str:
     """One ResNet-20 run with n realistic subnets (and one that failed), as a search would leave
-    it; without runtime FLOPs (as runs before them) unless a channel `block` is given."""
+    it; without runtime FLOPs (as runs before them) unless a channel `block` is given. `rungs`:
+    every fourth subnet only screened, and the two best fully validated under the budget given
+    the short fine-tune, the second best gaining more (so it is the pick)."""
     rng = np.random.default_rng(seed)
     sizes = np.array([s for _, s in GROUPS])
     with Store(path) as store:
@@ -135,8 +137,19 @@ def make_run(path, n=40, status="done", seed=0, block=None) -> str:
                     "accuracy": float(0.91 - 0.5 * np.exp(-5 * ratio) + rng.normal(0, 0.01)),
                     "loss": 0.4,
                     "sampler": SAMPLERS[i % 3],
-                },
+                }
+                | (
+                    {"depth": "screen" if i % 4 == 3 else "val", "screen_accuracy": 0.5}
+                    if rungs
+                    else {}
+                ),
             )
+        if rungs:
+            rows, budget = store.subnets(run_id), store.run(run_id)["budget"]
+            full = rows[(rows["depth"] == "val") & (rows["flops"] <= budget)]
+            top = full.sort_values("accuracy", ascending=False).head(2)
+            for gain, row in zip((0.01, 0.05), top.itertuples(), strict=True):
+                store.set_tuned_accuracy(run_id, row.subnet_id, row.accuracy + gain)
         store.add_subnet(
             run_id,
             {

@@ -44,6 +44,27 @@ def test_explore_chart_marks_front_parent_knee_and_budget(db):
     assert all(word in hover for word in ("Subnet", "FLOPs", "params", "accuracy"))
 
 
+def test_explore_marks_each_depth_and_picks_from_the_deepest_rung(db):
+    run_id = make_run(db, rungs=True)
+    with Store(db) as store:
+        rows = store.subnets(run_id)
+    tuned = rows[rows["tuned_accuracy"].notna()]
+    pick = tuned.sort_values("tuned_accuracy").iloc[-1]
+    assert pick["accuracy"] < tuned["accuracy"].max()  # not the most accurate before tuning
+    at = open_page("pages/explore.py")
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Best under budget"] == f"Subnet {int(pick['subnet_id'])}"
+    assert any("short fine-tune" in c.value for c in at.caption)
+    chart = figures(at)[0]
+    names = trace_names(chart)
+    assert "Hollow: one-shot screen only" in names
+    finalists = next(t for t in chart["data"] if t["name"].startswith("Search finalists"))
+    assert sorted(values(finalists["y"])) == sorted(tuned["tuned_accuracy"])
+    guided = next(t for t in chart["data"] if t["name"] == "guided")
+    assert "circle-open" in guided["marker"]["symbol"] and "circle" in guided["marker"]["symbol"]
+
+
 def test_explore_slider_snaps_to_best_subnet_under_budget(db):
     make_run(db)
     at = open_page("pages/explore.py")

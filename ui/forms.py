@@ -45,6 +45,9 @@ def search_defaults() -> dict:
         "search_test": data.test_size or 0,
         "search_seed": search.seed,
         "search_batch": search.batch_size,
+        "search_screen": search.screen_images,
+        "search_tune_top": search.tune_top,
+        "search_tune_images": search.tune_images,
     }
 
 
@@ -76,6 +79,9 @@ def search_config(ss: Mapping, model: ModelSpec, root: str | None) -> RunConfig:
             constraint=search_constraint(ss),
             channel_block=int(ss["search_block"]),
             batch_size=int(ss["search_batch"]),
+            screen_images=int(ss["search_screen"]),
+            tune_top=int(ss["search_tune_top"]),
+            tune_images=int(ss["search_tune_images"]),
         ),
     )
 
